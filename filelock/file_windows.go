@@ -1,0 +1,111 @@
+//go:build windows
+
+package filelock
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/windows"
+)
+
+// dirRef is the lock directory.
+type dirRef struct {
+	path string
+}
+
+// file is an open lock file. Windows locks are mandatory, so only byte 0 is
+// locked; the header and record after it stay readable by others.
+type file struct {
+	f  *os.File
+	fi os.FileInfo
+}
+
+func openDir(path string) (*dirRef, error) {
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return nil, &os.PathError{Op: "open", Path: path, Err: errors.New("not a directory")}
+	}
+	return &dirRef{path: path}, nil
+}
+
+func (d *dirRef) close() error { return nil }
+
+func (d *dirRef) open(name string, create bool) (*file, error) {
+	p := filepath.Join(d.path, name)
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&(os.ModeSymlink|os.ModeIrregular) != 0 {
+		return nil, &os.PathError{Op: "open", Path: p, Err: errSymlink}
+	}
+	flag := os.O_RDONLY
+	if create {
+		flag = os.O_RDWR | os.O_CREATE
+	}
+	f, err := os.OpenFile(p, flag, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := checkRegular(fi.Mode().IsRegular(), 1); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	return &file{f: f, fi: fi}, nil
+}
+
+func (d *dirRef) stillAt(name string, f *file) bool {
+	fi, err := os.Lstat(filepath.Join(d.path, name))
+	return err == nil && os.SameFile(fi, f.fi)
+}
+
+func (f *file) lock(shared, block bool) (bool, error) {
+	var flags uint32
+	if !shared {
+		flags |= windows.LOCKFILE_EXCLUSIVE_LOCK
+	}
+	if !block {
+		flags |= windows.LOCKFILE_FAIL_IMMEDIATELY
+	}
+	err := windows.LockFileEx(windows.Handle(f.f.Fd()), flags, 0, 1, 0, &windows.Overlapped{})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, windows.ERROR_LOCK_VIOLATION), errors.Is(err, windows.ERROR_IO_PENDING):
+		return false, nil
+	default:
+		return false, fmt.Errorf("LockFileEx: %w", err)
+	}
+}
+
+func (f *file) unlock() error {
+	return windows.UnlockFileEx(windows.Handle(f.f.Fd()), 0, 1, 0, &windows.Overlapped{})
+}
+
+func (f *file) readAt(b []byte, off int64) (int, error) {
+	n, err := f.f.ReadAt(b, off)
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
+func (f *file) writeAt(b []byte, off int64) error {
+	_, err := f.f.WriteAt(b, off)
+	return err
+}
+
+func (f *file) close() error { return f.f.Close() }
+
+var errSymlink = errors.New("is a symbolic link or reparse point; refusing to follow it")

@@ -1,0 +1,490 @@
+package filelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+var (
+	// ErrBusy is returned by a Lock that may not wait when the lock is held.
+	ErrBusy = errors.New("lock is held by another holder")
+	// ErrInvalidName is returned for names no lock file can stand for.
+	ErrInvalidName = errors.New("invalid lock name")
+	// ErrClosed is returned by a Locker after Close.
+	ErrClosed = errors.New("locker is closed")
+)
+
+// maxIdle bounds the lock files a Locker keeps open between acquisitions.
+const maxIdle = 64
+
+// Locker hands out file locks in one directory. It is safe for concurrent
+// use; locks taken through one Locker exclude each other as they exclude
+// other processes'.
+type Locker struct {
+	dir   *dirRef
+	never chan struct{} // Lost() of every lock: a file lock is lost only with its process
+
+	mu      sync.Mutex
+	closed  bool
+	idle    map[string][]*file // open lock files not holding a lock, by file name
+	nidle   int
+	pending map[waitKey]*waiter // cancelled waits still queued in the kernel
+}
+
+// New returns a Locker for the lock directory dir, creating it (mode 0755)
+// if it is missing. The directory itself may be a symbolic link; the files
+// inside it never are.
+func New(dir string) (*Locker, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	d, err := openDir(abs)
+	if err != nil {
+		return nil, fmt.Errorf("lock directory: %w", err)
+	}
+	return &Locker{
+		dir:     d,
+		never:   make(chan struct{}),
+		idle:    map[string][]*file{},
+		pending: map[waitKey]*waiter{},
+	}, nil
+}
+
+// Dir returns the absolute path of the lock directory.
+func (l *Locker) Dir() string { return l.dir.path }
+
+// Close closes the files the Locker keeps open. Locks still held stay held
+// until their Unlock. A wait whose context ended may still be queued in the
+// kernel; it lets go of the lock the moment it is granted.
+func (l *Locker) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	for _, fs := range l.idle {
+		for _, f := range fs {
+			f.close()
+		}
+	}
+	l.idle, l.nidle, l.pending = nil, 0, nil
+	return l.dir.close()
+}
+
+// Lock acquires the lock name, exclusive or shared. With wait it blocks
+// until the lock is granted or ctx ends; the kernel wakes it when the holder
+// lets go, there is no polling. Without wait it tries once and returns
+// ErrBusy if the lock is held.
+//
+// If ctx ends first, Lock returns ctx.Err() and holds nothing. Its request
+// may stay queued in the kernel until the lock is next released: it is then
+// dropped within microseconds, takes no token and writes no record, and a
+// later Lock of the same name and mode in this process takes it over rather
+// than queue another.
+//
+// An exclusive holder gets the next fencing token and writes record (at most
+// MaxRecordLen bytes) where Inspect can read it. A shared holder gets the
+// last token handed out and writes nothing.
+func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, record []byte) (*Lock, error) {
+	fname, err := FileName(name)
+	if err != nil {
+		return nil, err
+	}
+	if len(record) > MaxRecordLen {
+		return nil, fmt.Errorf("holder record of %d bytes exceeds %d", len(record), MaxRecordLen)
+	}
+	for attempt := 0; ; attempt++ {
+		f, err := l.get(fname)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := f.lock(shared, false)
+		if err != nil {
+			f.close()
+			return nil, err
+		}
+		if !ok {
+			if !wait {
+				l.put(fname, f)
+				return nil, ErrBusy
+			}
+			if f, err = l.wait(ctx, waitKey{fname, shared}, f); err != nil {
+				return nil, err
+			}
+		}
+		if !l.dir.stillAt(fname, f) {
+			// The file was removed or replaced behind our back: the lock we
+			// hold excludes nobody. Start over on the file now there.
+			f.unlock()
+			f.close()
+			if attempt >= 10 {
+				return nil, fmt.Errorf("lock file %s keeps being replaced", filepath.Join(l.dir.path, fname))
+			}
+			continue
+		}
+		k, err := l.acquired(fname, name, f, shared, record)
+		if err != nil {
+			f.unlock()
+			f.close()
+			return nil, err
+		}
+		return k, nil
+	}
+}
+
+func (l *Locker) acquired(fname, name string, f *file, shared bool, record []byte) (*Lock, error) {
+	var b [8]byte
+	n, err := f.readAt(b[:], hdrOff)
+	if err != nil {
+		return nil, fmt.Errorf("read token of %q: %w", name, err)
+	}
+	h, _ := decodeHeader(b[:n])
+	k := &Lock{l: l, f: f, fname: fname, shared: shared, token: h.token, since: time.Now()}
+	if shared {
+		return k, nil
+	}
+	k.token++
+	if err := k.write(record); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+func (l *Locker) get(fname string) (*file, error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if fs := l.idle[fname]; len(fs) > 0 {
+		f := fs[len(fs)-1]
+		l.idle[fname] = fs[:len(fs)-1]
+		if len(fs) == 1 {
+			delete(l.idle, fname)
+		}
+		l.nidle--
+		l.mu.Unlock()
+		return f, nil
+	}
+	l.mu.Unlock()
+	return l.dir.open(fname, true)
+}
+
+// put keeps f, which holds no lock, for the next Lock of fname.
+func (l *Locker) put(fname string, f *file) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.nidle >= maxIdle {
+		f.close()
+		return
+	}
+	l.idle[fname] = append(l.idle[fname], f)
+	l.nidle++
+}
+
+type waitKey struct {
+	fname  string
+	shared bool
+}
+
+// waiter is one blocking flock call in its own goroutine.
+type waiter struct {
+	f    *file
+	done chan struct{} // closed when the call returned and err is set
+	err  error
+	// abandoned is set, under Locker.mu, once nobody waits for the result:
+	// the goroutine then releases the lock itself.
+	abandoned bool
+}
+
+// wait blocks on f (or on a queued request it takes over) until the lock is
+// granted or ctx ends.
+func (l *Locker) wait(ctx context.Context, key waitKey, f *file) (*file, error) {
+	l.mu.Lock()
+	w := l.pending[key]
+	if w != nil {
+		delete(l.pending, key)
+		w.abandoned = false
+	}
+	l.mu.Unlock()
+	if w != nil {
+		l.put(key.fname, f)
+	} else {
+		w = &waiter{f: f, done: make(chan struct{})}
+		go l.block(key, w)
+	}
+	select {
+	case <-w.done:
+		if w.err != nil {
+			w.f.close()
+			return nil, w.err
+		}
+		return w.f, nil
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	select {
+	case <-w.done:
+		l.mu.Unlock()
+		if w.err == nil {
+			w.f.unlock()
+			l.put(key.fname, w.f)
+		} else {
+			w.f.close()
+		}
+		return nil, ctx.Err()
+	default:
+	}
+	w.abandoned = true
+	if !l.closed && l.pending[key] == nil {
+		l.pending[key] = w
+	}
+	l.mu.Unlock()
+	return nil, ctx.Err()
+}
+
+func (l *Locker) block(key waitKey, w *waiter) {
+	_, err := w.f.lock(key.shared, true)
+	l.mu.Lock()
+	if !w.abandoned {
+		w.err = err
+		close(w.done)
+		l.mu.Unlock()
+		return
+	}
+	if l.pending[key] == w {
+		delete(l.pending, key)
+	}
+	l.mu.Unlock()
+	if err != nil {
+		w.f.close()
+		return
+	}
+	w.f.unlock()
+	l.put(key.fname, w.f)
+}
+
+// Lock is a held file lock.
+type Lock struct {
+	l      *Locker
+	f      *file
+	fname  string
+	shared bool
+	token  uint64
+	since  time.Time
+
+	mu       sync.Mutex
+	released bool
+	buf      []byte
+}
+
+// Token returns the fencing token: for an exclusive lock, one more than the
+// token of the previous exclusive holder of this name, in any process, since
+// the lock file was created; for a shared lock, the last token handed out.
+// Tokens survive process restarts; they start again at 1 only if the lock
+// file is deleted.
+func (k *Lock) Token() int64 { return int64(k.token) }
+
+// Since returns when the lock was acquired.
+func (k *Lock) Since() time.Time { return k.since }
+
+// Lost returns a channel that is never closed: a file lock lasts as long as
+// the process that holds it.
+func (k *Lock) Lost() <-chan struct{} { return k.l.never }
+
+// Update replaces the holder record, for instance to publish progress.
+// Readers see either the old or the new record, never a mix. A shared lock
+// has no record and ignores Update.
+func (k *Lock) Update(record []byte) error {
+	if len(record) > MaxRecordLen {
+		return fmt.Errorf("holder record of %d bytes exceeds %d", len(record), MaxRecordLen)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.released {
+		return ErrClosed
+	}
+	if k.shared {
+		return nil
+	}
+	return k.write(record)
+}
+
+func (k *Lock) write(record []byte) error {
+	k.buf = encodeHeader(k.buf[:0], k.token, k.since, record)
+	if err := k.f.writeAt(k.buf, hdrOff); err != nil {
+		return fmt.Errorf("write holder record: %w", err)
+	}
+	return nil
+}
+
+// Unlock releases the lock. Calling it again does nothing.
+func (k *Lock) Unlock() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.released {
+		return nil
+	}
+	k.released = true
+	if !k.shared {
+		// Zero the record length first, so readers no longer name us.
+		var zero [4]byte
+		k.f.writeAt(zero[:], lenOff)
+	}
+	if err := k.f.unlock(); err != nil {
+		k.f.close()
+		return fmt.Errorf("unlock: %w", err)
+	}
+	k.l.put(k.fname, k.f)
+	return nil
+}
+
+// Info is what Inspect found out about a lock.
+type Info struct {
+	Name   string // the lock name; a shortened name ends in "…"
+	File   string // path of the lock file
+	Held   bool   // someone holds the lock
+	Shared bool   // it is held in shared mode
+	// Holders and Waiters are process IDs, where the OS tells (Linux);
+	// Known reports whether it did.
+	Holders []int
+	Waiters []int
+	Known   bool
+	Token   int64     // the last token handed out
+	Since   time.Time // when the exclusive holder acquired; zero if unknown
+	Record  []byte    // the exclusive holder's record; nil if none or unreadable
+}
+
+// Inspect reports the state of lock name without taking it and without
+// creating its file.
+func (l *Locker) Inspect(name string) (Info, error) {
+	fname, err := FileName(name)
+	if err != nil {
+		return Info{}, err
+	}
+	info, err := l.inspect(fname, readLockTable())
+	info.Name = name
+	if errors.Is(err, os.ErrNotExist) {
+		return info, nil
+	}
+	return info, err
+}
+
+// List inspects every lock file in the directory, sorted by name.
+func (l *Locker) List() ([]Info, error) {
+	ents, err := os.ReadDir(l.dir.path)
+	if err != nil {
+		return nil, err
+	}
+	table := readLockTable()
+	var out []Info
+	for _, e := range ents {
+		name, ok := nameFromFile(e.Name())
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		info, err := l.inspect(e.Name(), table)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		info.Name = name
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (l *Locker) inspect(fname string, table lockTable) (Info, error) {
+	info := Info{File: filepath.Join(l.dir.path, fname)}
+	f, err := l.dir.open(fname, false)
+	if err != nil {
+		return info, err
+	}
+	defer f.close()
+	if entries, ok := table.lookup(f); ok {
+		info.Known = true
+		for _, e := range entries {
+			if e.waiting {
+				info.Waiters = append(info.Waiters, e.pid)
+				continue
+			}
+			info.Held, info.Shared = true, e.shared
+			info.Holders = append(info.Holders, e.pid)
+		}
+	} else if info.Held, info.Shared, err = probe(f); err != nil {
+		return info, err
+	}
+	h, err := readHeader(f)
+	if err != nil {
+		return info, err
+	}
+	info.Token = int64(h.token)
+	if info.Held && !info.Shared && h.record != nil {
+		info.Since, info.Record = h.since, h.record
+	}
+	return info, nil
+}
+
+// probe finds out whether f is held by trying it, shared then exclusive,
+// without waiting. It holds what it gets for a few microseconds.
+func probe(f *file) (held, shared bool, err error) {
+	ok, err := f.lock(true, false)
+	if err != nil || !ok {
+		return !ok, false, err
+	}
+	f.unlock()
+	ok, err = f.lock(false, false)
+	if err != nil {
+		return false, false, err
+	}
+	if ok {
+		f.unlock()
+		return false, false, nil
+	}
+	return true, true, nil
+}
+
+// readHeader reads the header and record, reading again a few times if it
+// caught a write in progress. A record that stays unreadable is reported as
+// absent: readers tolerate corrupt records.
+func readHeader(f *file) (header, error) {
+	buf := make([]byte, hdrLen+MaxRecordLen)
+	var h header
+	for range 5 {
+		n, err := f.readAt(buf, hdrOff)
+		if err != nil {
+			return header{}, err
+		}
+		if h, err = decodeHeader(buf[:n]); err == nil {
+			return h, nil
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	h.record = nil
+	return h, nil
+}
+
+func checkRegular(regular bool, nlink uint64) error {
+	switch {
+	case !regular:
+		return errors.New("not a regular file")
+	case nlink != 1:
+		return fmt.Errorf("has %d hard links; refusing to write to it", nlink)
+	}
+	return nil
+}
+
+// String returns the lock's file name, for messages.
+func (k *Lock) String() string { return strings.TrimSuffix(k.fname, fileSuffix) }

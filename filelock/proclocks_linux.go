@@ -1,0 +1,88 @@
+package filelock
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockTable is the kernel's list of flock locks, from /proc/locks.
+type lockTable map[fileKey][]lockEntry
+
+type fileKey struct {
+	major, minor uint32
+	ino          uint64
+}
+
+type lockEntry struct {
+	pid     int
+	shared  bool
+	waiting bool
+}
+
+func readLockTable() lockTable {
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return nil
+	}
+	return parseLockTable(b)
+}
+
+// parseLockTable reads lines such as
+//
+//	1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF
+//	1: -> FLOCK  ADVISORY  READ 4243 fd:01:1234567 0 EOF
+//
+// and keeps the FLOCK ones; anything it does not understand is skipped.
+func parseLockTable(b []byte) lockTable {
+	t := lockTable{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 6 {
+			continue
+		}
+		f = f[1:]
+		var e lockEntry
+		if f[0] == "->" {
+			e.waiting, f = true, f[1:]
+		}
+		if len(f) < 5 || f[0] != "FLOCK" {
+			continue
+		}
+		e.shared = f[2] == "READ"
+		pid, err := strconv.Atoi(f[3])
+		if err != nil {
+			continue
+		}
+		e.pid = pid
+		id := strings.Split(f[4], ":")
+		if len(id) != 3 {
+			continue
+		}
+		maj, err1 := strconv.ParseUint(id[0], 16, 32)
+		mnr, err2 := strconv.ParseUint(id[1], 16, 32)
+		ino, err3 := strconv.ParseUint(id[2], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		k := fileKey{uint32(maj), uint32(mnr), ino}
+		t[k] = append(t[k], e)
+	}
+	return t
+}
+
+// lookup returns what the kernel knows of f; ok is false when the table
+// has nothing for it (no /proc, or a file system whose device numbers in
+// /proc/locks differ from stat's, such as btrfs subvolumes or overlayfs).
+func (t lockTable) lookup(f *file) (entries []lockEntry, ok bool) {
+	if t == nil {
+		return nil, false
+	}
+	e, ok := t[fileKey{unix.Major(f.dev), unix.Minor(f.dev), f.ino}]
+	return e, ok
+}
