@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/toolchainkit/coord/coord"
+)
+
+// Flag names and the environment variables that set them.
+const (
+	flagBackend    = "backend"
+	flagLockDir    = "lock-dir"
+	flagEndpoints  = "etcd-endpoints"
+	flagFallback   = "fallback"
+	flagLogLevel   = "log-level"
+	flagLogFormat  = "log-format"
+	flagTimeout    = "timeout"
+	flagShared     = "shared"
+	flagConflict   = "conflict-exit-code"
+	flagOnLost     = "on-lost"
+	flagJSON       = "json"
+	flagAll        = "all"
+	envBackend     = "COORD_BACKEND"
+	envLockDir     = "COORD_LOCK_DIR"
+	envEndpoints   = "COORD_ETCD_ENDPOINTS"
+	envFallback    = "COORD_FALLBACK"
+	envLogLevel    = "COORD_LOG_LEVEL"
+	envLogFormat   = "COORD_LOG_FORMAT"
+	envLockName    = "COORD_LOCK_NAME"
+	envToken       = "COORD_FENCING_TOKEN"
+	envDest        = "COORD_DEST"
+	envToolchainID = "COORD_TOOLCHAIN_ID"
+)
+
+// Exit statuses (sysexits), decided only in exitCode.
+const (
+	exitOK          = 0
+	exitUsage       = 64
+	exitUnavailable = 69
+	exitInternal    = 70
+	exitLost        = 74
+	exitTimeout     = 75
+	exitInterrupted = 130
+	exitNotFound    = 127
+	exitNotExec     = 126
+)
+
+// run is the whole program: it parses args, runs one command and returns
+// the exit status. It writes only to stdout and stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, args)
+	code := exitCode(err)
+	if err != nil && !errors.As(err, new(*childExit)) {
+		fmt.Fprintf(stderr, "coord: %s\n", oneLine(err))
+	}
+	return code
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:            "coord",
+		Usage:           "locks and download coordination for shared toolchain storage",
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		HideVersion:     true,
+		ExitErrHandler:  func(*cli.Context, error) {}, // exit codes are ours
+		OnUsageError:    usageErr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagBackend, EnvVars: []string{envBackend}, Value: coord.BackendAuto, Usage: "auto, file or etcd"},
+			&cli.StringFlag{Name: flagLockDir, EnvVars: []string{envLockDir}, Usage: "lock directory of the file backend (default ~/.toolchainkit/locks)"},
+			&cli.StringFlag{Name: flagEndpoints, EnvVars: []string{envEndpoints}, Usage: "etcd endpoints, comma-separated"},
+			&cli.StringFlag{Name: flagFallback, EnvVars: []string{envFallback}, Value: "none", Usage: "none, or file: lock on this host only when etcd is unreachable"},
+			&cli.StringFlag{Name: flagLogLevel, EnvVars: []string{envLogLevel}, Value: "warn", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: flagLogFormat, EnvVars: []string{envLogFormat}, Value: "console", Usage: "console or json"},
+		},
+		Commands: []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), versionCommand()},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unknown command %q", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
+	}
+}
+
+func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
+
+// usageError marks a mistake in how coord was called (exit 64).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
+
+// childExit carries the status of the command coord ran.
+type childExit struct{ code int }
+
+func (e *childExit) Error() string { return fmt.Sprintf("command exited with status %d", e.code) }
+
+// exitCodeError is an explicit status, such as --conflict-exit-code.
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e *exitCodeError) Error() string { return e.err.Error() }
+func (e *exitCodeError) Unwrap() error { return e.err }
+
+// actionError marks an error returned by a command's action; every other
+// error comes from parsing the command line.
+type actionError struct{ err error }
+
+func (e *actionError) Error() string { return e.err.Error() }
+func (e *actionError) Unwrap() error { return e.err }
+
+func action(fn func(*cli.Context) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if err := fn(c); err != nil {
+			return &actionError{err}
+		}
+		return nil
+	}
+}
+
+// exitCode maps an error to coord's exit status.
+func exitCode(err error) int {
+	var ce *childExit
+	var xe *exitCodeError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.As(err, &xe):
+		return xe.code
+	case errors.As(err, new(*usageError)), !errors.As(err, new(*actionError)):
+		return exitUsage
+	case errors.Is(err, coord.ErrInvalidName), errors.Is(err, coord.ErrInvalidArgument):
+		return exitUsage
+	case errors.Is(err, coord.ErrBackendUnavailable):
+		return exitUnavailable
+	case errors.Is(err, coord.ErrLockLost):
+		return exitLost
+	case errors.Is(err, coord.ErrTimeout):
+		return exitTimeout
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted
+	}
+	return exitInternal
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// newLogger builds the logger from --log-level and --log-format; it writes
+// to stderr.
+func newLogger(c *cli.Context) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.String(flagLogLevel))
+	if err != nil {
+		return nil, usagef("--%s: %v", flagLogLevel, err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	var e zapcore.Encoder
+	switch c.String(flagLogFormat) {
+	case "console":
+		enc.EncodeLevel = zapcore.CapitalLevelEncoder
+		e = zapcore.NewConsoleEncoder(enc)
+	case "json":
+		e = zapcore.NewJSONEncoder(enc)
+	default:
+		return nil, usagef("--%s %q: want console or json", flagLogFormat, c.String(flagLogFormat))
+	}
+	return zap.New(zapcore.NewCore(e, zapcore.AddSync(c.App.ErrWriter), lvl)), nil
+}
+
+// newManager opens the backend that the global flags select. cmd is
+// recorded as the holder's command line.
+func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, error) {
+	log, err := newLogger(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := coord.Config{
+		Backend:  c.String(flagBackend),
+		LockDir:  c.String(flagLockDir),
+		Fallback: c.String(flagFallback),
+	}
+	for _, e := range strings.Split(c.String(flagEndpoints), ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			cfg.Endpoints = append(cfg.Endpoints, e)
+		}
+	}
+	if cmd == nil {
+		cmd = os.Args
+	}
+	m, err := coord.New(c.Context, cfg, coord.WithLogger(log), coord.WithCommand(cmd))
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, log, nil
+}
+
+// timeoutFlag reads a --timeout, refusing negative values.
+func timeoutFlag(c *cli.Context) (time.Duration, error) {
+	d := c.Duration(flagTimeout)
+	if d < 0 {
+		return 0, usagef("--%s %s: must not be negative (0 tries once)", flagTimeout, d)
+	}
+	return d, nil
+}
+
+// splitCommand separates NAME-like leading arguments from the command
+// after them; "--" between the two is optional.
+func splitCommand(args []string, n int, usage string) ([]string, []string, error) {
+	if len(args) < n {
+		return nil, nil, usagef("missing arguments; usage: %s", usage)
+	}
+	head, cmd := args[:n], args[n:]
+	if len(cmd) > 0 && cmd[0] == "--" {
+		cmd = cmd[1:]
+	}
+	if len(cmd) == 0 || cmd[0] == "" {
+		return nil, nil, usagef("missing command; usage: %s", usage)
+	}
+	return head, cmd, nil
+}

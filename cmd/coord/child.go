@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+)
+
+// lostGrace is how long a child has to exit after SIGTERM, once its lock is
+// lost, before it is killed.
+const lostGrace = 2 * time.Second
+
+// child is the command coord runs under a lock.
+type child struct {
+	argv   []string
+	env    []string
+	stdout io.Writer
+	stderr io.Writer
+	lost   <-chan struct{} // closed if the lock is lost
+	onLost string          // "kill" or "warn"
+}
+
+// run starts the child and waits for it. SIGINT, SIGTERM and SIGHUP sent to
+// coord are passed on; if the lock is lost, the child is stopped (onLost
+// "kill") or warned about ("warn"). The result is a *childExit with the
+// child's status, wrapping coord.ErrLockLost if the lock was lost.
+//
+// On Linux the child gets SIGKILL when coord dies, even by SIGKILL. When
+// stdin is not a terminal the child leads its own process group and
+// signals go to the whole group; at a terminal it stays in coord's group
+// so that it can read the terminal, and the terminal's own ^C reaches it.
+func (ch *child) run() (lostErr bool, err error) {
+	interactive := term.IsTerminal(int(os.Stdin.Fd()))
+	cmd := exec.Command(ch.argv[0], ch.argv[1:]...)
+	cmd.Env = ch.env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, ch.stdout, ch.stderr
+	cmd.SysProcAttr = sysProcAttr(interactive)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	// The parent-death signal follows the thread that forked the child:
+	// keep this goroutine on it until the child is gone.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := cmd.Start(); err != nil {
+		code := exitNotFound
+		if errors.Is(err, os.ErrPermission) {
+			code = exitNotExec
+		}
+		return false, &exitCodeError{code, fmt.Errorf("run %q: %w", ch.argv[0], err)}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	lost := ch.lost
+	var kill <-chan time.Time
+	for {
+		select {
+		case err := <-done:
+			return lostErr, waitStatus(cmd, err)
+		case s := <-sigs:
+			if interactive && s == os.Interrupt {
+				continue // the terminal sent it to the child as well
+			}
+			signalChild(cmd, s.(syscall.Signal), interactive)
+		case <-lost:
+			lost, lostErr = nil, true
+			if ch.onLost == "warn" {
+				fmt.Fprintln(ch.stderr, "coord: warning: lock lost; the command goes on running without it")
+				continue
+			}
+			fmt.Fprintf(ch.stderr, "coord: lock lost; stopping the command (SIGKILL in %s)\n", lostGrace)
+			signalChild(cmd, syscall.SIGTERM, interactive)
+			kill = time.After(lostGrace)
+		case <-kill:
+			signalChild(cmd, syscall.SIGKILL, interactive)
+		}
+	}
+}
+
+// waitStatus turns cmd.Wait's result into a *childExit; a child killed by
+// a signal exits 128+signal, as in the shell.
+func waitStatus(cmd *exec.Cmd, err error) error {
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		return fmt.Errorf("wait for command: %w", err)
+	}
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ok && ws.Signaled() {
+		return &childExit{128 + int(ws.Signal())}
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		return &childExit{code}
+	}
+	return nil
+}

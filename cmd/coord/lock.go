@@ -1,0 +1,96 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/toolchainkit/coord/coord"
+)
+
+const lockUsage = "coord lock [--timeout D] [--shared] [--conflict-exit-code N] [--on-lost kill|warn] NAME -- CMD [ARG...]"
+
+func lockCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "lock",
+		Usage:        "run a command while holding a lock",
+		UsageText:    lockUsage,
+		OnUsageError: usageErr,
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: flagTimeout, Value: coord.DefaultLockTimeout, Usage: "how long to wait for the lock; 0 tries once"},
+			&cli.BoolFlag{Name: flagShared, Usage: "take a shared lock"},
+			&cli.IntFlag{Name: flagConflict, Value: exitTimeout, Usage: "exit status when the lock is not granted in time"},
+			onLostFlag(),
+		},
+		Action: action(runLock),
+	}
+}
+
+func onLostFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagOnLost, Value: "kill", Usage: "when the lock is lost: kill the command, or warn"}
+}
+
+// lockFlags checks the flags that lock and download share.
+func lockFlags(c *cli.Context) (onLost string, err error) {
+	onLost = c.String(flagOnLost)
+	if onLost != "kill" && onLost != "warn" {
+		return "", usagef("--%s %q: want kill or warn", flagOnLost, onLost)
+	}
+	return onLost, nil
+}
+
+func runLock(c *cli.Context) error {
+	head, argv, err := splitCommand(c.Args().Slice(), 1, lockUsage)
+	if err != nil {
+		return err
+	}
+	name := head[0]
+	timeout, err := timeoutFlag(c)
+	if err != nil {
+		return err
+	}
+	onLost, err := lockFlags(c)
+	if err != nil {
+		return err
+	}
+	conflict := c.Int(flagConflict)
+	if conflict < 1 || conflict > 255 {
+		return usagef("--%s %d: want 1 to 255", flagConflict, conflict)
+	}
+	m, _, err := newManager(c, argv)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	opts := []coord.LockOption{coord.WithTimeout(timeout)}
+	if c.Bool(flagShared) {
+		opts = append(opts, coord.Shared())
+	}
+	stop := waitNotice(c.Context, m, name, fmt.Sprintf("lock %q", name), timeout, c.App.ErrWriter)
+	l, err := m.Lock(c.Context, name, opts...)
+	stop()
+	if errors.Is(err, coord.ErrTimeout) {
+		return &exitCodeError{conflict, err}
+	}
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	ch := &child{
+		argv:   argv,
+		env:    append(os.Environ(), envLockName+"="+name, envToken+"="+strconv.FormatInt(l.Token(), 10)),
+		stdout: c.App.Writer,
+		stderr: c.App.ErrWriter,
+		lost:   l.Lost(),
+		onLost: onLost,
+	}
+	lost, err := ch.run()
+	if lost {
+		return fmt.Errorf("%w while the command ran (%v)", coord.ErrLockLost, exitCode(err))
+	}
+	return err
+}

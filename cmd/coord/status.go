@@ -1,0 +1,139 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/toolchainkit/coord/coord"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "status",
+		Usage:        "list the locks that are held or awaited",
+		UsageText:    "coord status [--all] [--json]",
+		OnUsageError: usageErr,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
+			&cli.BoolFlag{Name: flagAll, Usage: "include locks nobody holds or awaits"},
+		},
+		Action: action(runStatus),
+	}
+}
+
+// statusEntry is one lock in `coord status --json`.
+type statusEntry struct {
+	Name       string     `json:"name"`
+	Backend    string     `json:"backend"`
+	Where      string     `json:"where"`
+	State      string     `json:"state"` // free, exclusive, shared
+	Token      int64      `json:"token"`
+	Holder     *holderOut `json:"holder,omitempty"`
+	HolderPIDs []int      `json:"holder_pids,omitempty"`
+	Waiters    *int       `json:"waiters"` // null when the backend cannot tell
+	WaiterPIDs []int      `json:"waiter_pids,omitempty"`
+}
+
+type holderOut struct {
+	Host     string          `json:"host"`
+	PID      int             `json:"pid"`
+	Since    *time.Time      `json:"since,omitempty"`
+	Command  []string        `json:"cmd,omitempty"`
+	Dest     string          `json:"dest,omitempty"`
+	Progress *coord.Progress `json:"progress,omitempty"`
+}
+
+func runStatus(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("status takes no arguments")
+	}
+	m, _, err := newManager(c, nil)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	all, err := m.Locks(c.Context)
+	if err != nil {
+		return err
+	}
+	var out []statusEntry
+	for _, s := range all {
+		if !s.Held && s.Waiters <= 0 && !c.Bool(flagAll) {
+			continue
+		}
+		out = append(out, toEntry(s))
+	}
+	if c.Bool(flagJSON) {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		if out == nil {
+			out = []statusEntry{}
+		}
+		return enc.Encode(out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintf(c.App.Writer, "no locks held (%s backend)\n", m.Backend())
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tHOLDER\tSINCE\tTOKEN\tWAITERS\tCOMMAND")
+	for _, e := range out {
+		holder, since, cmd := "-", "-", "-"
+		if h := e.Holder; h != nil {
+			holder = fmt.Sprintf("pid %d@%s", h.PID, h.Host)
+			if h.Since != nil {
+				since = time.Since(*h.Since).Round(time.Second).String() + " ago"
+			}
+			cmd = strings.Join(h.Command, " ")
+			if p := h.Progress; p != nil {
+				cmd += fmt.Sprintf(" [%d bytes]", p.Done)
+			}
+		} else if len(e.HolderPIDs) > 0 {
+			holder = "pid " + joinInts(e.HolderPIDs)
+		}
+		waiters := "?"
+		if e.Waiters != nil {
+			waiters = fmt.Sprint(*e.Waiters)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(e.Name), e.State, holder, since, e.Token, waiters, printable(cmd))
+	}
+	return tw.Flush()
+}
+
+func toEntry(s coord.Status) statusEntry {
+	e := statusEntry{Name: s.Name, Backend: s.Backend, Where: s.Where, State: "free", Token: s.Token,
+		HolderPIDs: s.Holders, WaiterPIDs: s.WaitPIDs}
+	switch {
+	case s.Held && s.Shared:
+		e.State = "shared"
+	case s.Held:
+		e.State = "exclusive"
+	}
+	if s.Waiters >= 0 {
+		n := s.Waiters
+		e.Waiters = &n
+	}
+	if h := s.Holder; h != nil {
+		e.Holder = &holderOut{Host: h.Host, PID: h.PID, Command: h.Command, Dest: h.Dest, Progress: h.Progress}
+		if !h.Since.IsZero() {
+			since := h.Since
+			e.Holder.Since = &since
+		}
+	}
+	return e
+}
+
+// printable escapes control characters so that a hostile lock name cannot
+// drive the terminal.
+func printable(s string) string {
+	q := fmt.Sprintf("%q", s)
+	if q[1:len(q)-1] == s {
+		return s
+	}
+	return q
+}
