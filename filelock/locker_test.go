@@ -1,0 +1,281 @@
+package filelock_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/toolchainkit/coord/filelock"
+)
+
+func newLocker(t *testing.T, dir string) *filelock.Locker {
+	t.Helper()
+	l, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func lock(t *testing.T, l *filelock.Locker, name string, shared bool) *filelock.Lock {
+	t.Helper()
+	k, err := l.Lock(context.Background(), name, shared, false, []byte(`{"pid":1}`))
+	if err != nil {
+		t.Fatalf("Lock(%q, shared=%v): %v", name, shared, err)
+	}
+	return k
+}
+
+func TestExclusiveBlocksUntilUnlock(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := t.TempDir()
+	a, b := newLocker(t, dir), newLocker(t, dir) // two Lockers behave as two processes
+	held := lock(t, a, "x", false)
+
+	if _, err := b.Lock(context.Background(), "x", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+		t.Fatalf("try while held = %v; want ErrBusy", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := b.Lock(ctx, "x", false, true, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait while held = %v; want DeadlineExceeded", err)
+	}
+
+	got := make(chan time.Time, 1)
+	go func() {
+		k, err := b.Lock(context.Background(), "x", false, true, nil)
+		if err != nil {
+			t.Error(err)
+			close(got)
+			return
+		}
+		got <- time.Now()
+		k.Unlock()
+	}()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-got:
+		t.Fatal("second exclusive lock granted while the first is held")
+	default:
+	}
+	released := time.Now()
+	held.Unlock()
+	at, ok := <-got
+	if !ok {
+		return
+	}
+	if d := at.Sub(released); d > 50*time.Millisecond {
+		t.Errorf("handoff took %s; want a wake-up, not a polling interval", d)
+	}
+	t.Logf("handoff %s", at.Sub(released))
+}
+
+// A cancelled wait holds nothing afterwards, and cancelled waits on one name
+// do not pile up goroutines (each is an OS thread blocked in flock).
+func TestCancelledWaitsLeaveNothingHeld(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := t.TempDir()
+	a, b := newLocker(t, dir), newLocker(t, dir)
+	held := lock(t, a, "x", false)
+
+	before := runtime.NumGoroutine()
+	for range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		if _, err := b.Lock(ctx, "x", false, true, nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lock = %v; want DeadlineExceeded", err)
+		}
+		cancel()
+	}
+	if n := runtime.NumGoroutine() - before; n > 1 {
+		t.Errorf("50 cancelled waits left %d goroutines; want at most 1", n)
+	}
+	held.Unlock()
+
+	// The queued request is granted and dropped at once: the lock is free
+	// for a third party within a few milliseconds.
+	c := newLocker(t, dir)
+	deadline := time.Now().Add(time.Second)
+	for {
+		k, err := c.Lock(context.Background(), "x", false, false, nil)
+		if err == nil {
+			k.Unlock()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lock still busy 1s after release: %v", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	info, err := c.Inspect("x")
+	if err != nil || info.Held {
+		t.Fatalf("Inspect = %+v, %v; want free", info, err)
+	}
+}
+
+func TestTokensIncreaseAcrossLockers(t *testing.T) {
+	dir := t.TempDir()
+	var last int64
+	for i := range 20 {
+		l, err := filelock.New(dir) // a fresh Locker is a restarted process
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := lock(t, l, "tok", i%3 == 2)
+		shared := i%3 == 2
+		switch {
+		case shared && k.Token() != last:
+			t.Fatalf("shared token %d; want the last exclusive token %d", k.Token(), last)
+		case !shared && k.Token() != last+1:
+			t.Fatalf("token %d after %d; want %d", k.Token(), last, last+1)
+		}
+		last = k.Token()
+		k.Unlock()
+		l.Close()
+	}
+	if last != 14 {
+		t.Fatalf("last token %d; want 14 (14 exclusive acquisitions)", last)
+	}
+}
+
+func TestSharedLocks(t *testing.T) {
+	dir := t.TempDir()
+	a, b, c := newLocker(t, dir), newLocker(t, dir), newLocker(t, dir)
+	s1, s2 := lock(t, a, "s", true), lock(t, b, "s", true)
+	if _, err := c.Lock(context.Background(), "s", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+		t.Fatalf("exclusive while shared held = %v; want ErrBusy", err)
+	}
+	info, err := c.Inspect("s")
+	if err != nil || !info.Held || !info.Shared {
+		t.Fatalf("Inspect = %+v, %v; want held shared", info, err)
+	}
+	if runtime.GOOS == "linux" && info.Known && len(info.Holders) != 2 {
+		t.Errorf("holders %v; want 2 entries", info.Holders)
+	}
+	s1.Unlock()
+	if _, err := c.Lock(context.Background(), "s", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+		t.Fatalf("exclusive with one shared holder left = %v; want ErrBusy", err)
+	}
+	s2.Unlock()
+	lock(t, c, "s", false).Unlock()
+}
+
+func TestInspectRecord(t *testing.T) {
+	dir := t.TempDir()
+	a, b := newLocker(t, dir), newLocker(t, dir)
+	if info, err := b.Inspect("r"); err != nil || info.Held || info.Record != nil {
+		t.Fatalf("Inspect of unknown lock = %+v, %v", info, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "r.lock")); !os.IsNotExist(err) {
+		t.Fatalf("Inspect created the lock file: %v", err)
+	}
+	k, err := a.Lock(context.Background(), "r", false, false, []byte(`{"pid":42}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := b.Inspect("r")
+	if err != nil || !info.Held || info.Shared || string(info.Record) != `{"pid":42}` || info.Token != 1 || info.Since.IsZero() {
+		t.Fatalf("Inspect while held = %+v, %v", info, err)
+	}
+	if err := k.Update([]byte(`{"pid":42,"progress":{"done":5}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := b.Inspect("r"); string(info.Record) != `{"pid":42,"progress":{"done":5}}` || info.Token != 1 {
+		t.Fatalf("after Update: %+v", info)
+	}
+	k.Unlock()
+	if info, _ := b.Inspect("r"); info.Held || info.Record != nil || info.Token != 1 {
+		t.Fatalf("after Unlock: %+v", info)
+	}
+	list, err := b.List()
+	if err != nil || len(list) != 1 || list[0].Name != "r" {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+}
+
+func TestCorruptRecordIsTolerated(t *testing.T) {
+	dir := t.TempDir()
+	a, b := newLocker(t, dir), newLocker(t, dir)
+	k := lock(t, a, "c", false)
+	defer k.Unlock()
+	f, err := os.OpenFile(filepath.Join(dir, "c.lock"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("garbage garbage garbage garbage"), 20)
+	f.Close()
+	info, err := b.Inspect("c")
+	if err != nil || !info.Held || info.Record != nil {
+		t.Fatalf("Inspect of a corrupt record = %+v, %v; want held, no record", info, err)
+	}
+}
+
+func TestPlantedLinksAreRefused(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("symlinks need privileges on Windows")
+	}
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("precious"), 0o644)
+	l := newLocker(t, dir)
+	fname, _ := filelock.FileName("sym")
+	os.Symlink(victim, filepath.Join(dir, fname))
+	if _, err := l.Lock(context.Background(), "sym", false, false, []byte(`{}`)); err == nil {
+		t.Fatal("Lock through a planted symlink succeeded")
+	}
+	fname, _ = filelock.FileName("hard")
+	if err := os.Link(victim, filepath.Join(dir, fname)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Lock(context.Background(), "hard", false, false, []byte(`{}`)); err == nil {
+		t.Fatal("Lock through a planted hard link succeeded")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Fatalf("victim changed to %q", b)
+	}
+}
+
+// A descriptor of a lock file that was since deleted must not be trusted:
+// the file now at the path is the one others lock.
+func TestReplacedLockFileIsNotTrusted(t *testing.T) {
+	dir := t.TempDir()
+	a, b := newLocker(t, dir), newLocker(t, dir)
+	k := lock(t, a, "rm", false)
+	k.Unlock() // a now caches an open descriptor of rm.lock
+	if err := os.Remove(filepath.Join(dir, "rm.lock")); err != nil {
+		t.Fatal(err)
+	}
+	kb := lock(t, b, "rm", false) // creates and holds a new rm.lock
+	defer kb.Unlock()
+	if _, err := a.Lock(context.Background(), "rm", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+		t.Fatalf("Lock on a stale descriptor = %v; want ErrBusy (the new file is held)", err)
+	}
+}
+
+func TestNewRefusesUnusableDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	for _, dir := range []string{filepath.Join(file, "locks"), file} {
+		if l, err := filelock.New(dir); err == nil {
+			l.Close()
+			t.Errorf("New(%q) succeeded", dir)
+		}
+	}
+}
+
+func TestClosed(t *testing.T) {
+	l, err := filelock.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := l.Lock(context.Background(), "x", false, false, nil); !errors.Is(err, filelock.ErrClosed) {
+		t.Fatalf("Lock after Close = %v; want ErrClosed", err)
+	}
+}
