@@ -1,0 +1,110 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/toolchainkit/coord/filelock"
+)
+
+// backend is what a Manager needs from a lock service. Both the file and
+// the etcd backends satisfy it through a thin adapter that maps their
+// errors onto ours.
+type backend interface {
+	// lock acquires name. With wait it blocks until granted or ctx ends;
+	// without, it tries once and returns errBusy. record is stored with an
+	// exclusive lock for others to read.
+	lock(ctx context.Context, name string, shared, wait bool, record []byte) (held, error)
+	// inspect reports on one lock without taking it.
+	inspect(ctx context.Context, name string) (Status, error)
+	// list reports on every lock the backend knows of.
+	list(ctx context.Context) ([]Status, error)
+	close() error
+	kind() string
+}
+
+// held is a granted lock.
+type held interface {
+	Token() int64
+	Lost() <-chan struct{}
+	Update(record []byte) error
+	Unlock() error
+}
+
+// errBusy is a backend's answer to a single try on a held lock.
+var errBusy = errors.New("busy")
+
+var (
+	_ backend = fileBackend{}
+	_ held    = (*filelock.Lock)(nil)
+)
+
+// fileBackend adapts a filelock.Locker.
+type fileBackend struct{ l *filelock.Locker }
+
+func (b fileBackend) kind() string { return "file" }
+
+func (b fileBackend) lock(ctx context.Context, name string, shared, wait bool, record []byte) (held, error) {
+	k, err := b.l.Lock(ctx, name, shared, wait, record)
+	if err != nil {
+		return nil, fileError(err)
+	}
+	return k, nil
+}
+
+func (b fileBackend) inspect(_ context.Context, name string) (Status, error) {
+	info, err := b.l.Inspect(name)
+	if err != nil {
+		return Status{}, fileError(err)
+	}
+	return fileStatus(info), nil
+}
+
+func (b fileBackend) list(context.Context) ([]Status, error) {
+	infos, err := b.l.List()
+	if err != nil {
+		return nil, fileError(err)
+	}
+	out := make([]Status, len(infos))
+	for i, info := range infos {
+		out[i] = fileStatus(info)
+	}
+	return out, nil
+}
+
+func (b fileBackend) close() error { return b.l.Close() }
+
+func fileStatus(info filelock.Info) Status {
+	s := Status{
+		Name:     info.Name,
+		Backend:  "file",
+		Where:    info.File,
+		Held:     info.Held,
+		Shared:   info.Shared,
+		Token:    info.Token,
+		Holders:  info.Holders,
+		Waiters:  len(info.Waiters),
+		WaitPIDs: info.Waiters,
+	}
+	if !info.Known {
+		s.Waiters = -1
+	}
+	if h := parseRecord(info.Record); h != nil {
+		h.Since, h.Token, h.Backend = info.Since, info.Token, "file"
+		s.Holder = h
+	}
+	return s
+}
+
+func fileError(err error) error {
+	switch {
+	case errors.Is(err, filelock.ErrBusy):
+		return errBusy
+	case errors.Is(err, filelock.ErrInvalidName):
+		return fmt.Errorf("%w: %v", ErrInvalidName, err)
+	case errors.Is(err, filelock.ErrClosed):
+		return ErrClosed
+	}
+	return err
+}

@@ -1,0 +1,353 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// MarkerName is the file that marks a destination directory as complete.
+// Commit puts it in the staging directory before the rename, so a dest that
+// exists with its marker is whole.
+const MarkerName = ".coord-complete"
+
+// DownloadCoordinator makes exactly one process download a toolchain while
+// the others wait and then use it.
+type DownloadCoordinator struct {
+	m *Manager
+}
+
+// NewDownloadCoordinator returns a DownloadCoordinator over m's locks.
+func NewDownloadCoordinator(m *Manager) *DownloadCoordinator {
+	return &DownloadCoordinator{m: m}
+}
+
+// Download is one caller's part in a coordinated download.
+type Download struct {
+	m       *Manager
+	id      string
+	dest    string
+	lock    *Lock  // nil when dest was already complete
+	staging string // "" unless this caller downloads
+
+	mu        sync.Mutex
+	committed bool
+	closed    bool
+}
+
+// Coordinate returns once dest is complete (ShouldDownload false) or this
+// caller holds the toolchain lock of id and must download (ShouldDownload
+// true). It never returns false while another caller is still downloading.
+//
+// A complete dest is recognised without any lock. Otherwise Coordinate takes
+// the lock; if it is held, it waits in shared mode, so that every waiter
+// wakes together when the downloader lets go, and returns if the download
+// committed; if it did not (the downloader failed or died), the waiters
+// queue for the lock and the first to get it downloads.
+//
+// The wait is bounded by opts (WithTimeout), or else ctx's deadline, or else
+// 60s; it ends with a *TimeoutError. On any error nothing is held.
+func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, opts ...LockOption) (*Download, error) {
+	name, err := toolchainName(id)
+	if err != nil {
+		return nil, err
+	}
+	dest, err = checkDest(dest)
+	if err != nil {
+		return nil, err
+	}
+	d := &Download{m: c.m, id: id, dest: dest}
+	if complete(dest) {
+		return d, nil
+	}
+	o := lockOptions{timeout: DefaultToolchainTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.timeout < 0 {
+		return nil, fmt.Errorf("%w: negative timeout %s", ErrInvalidArgument, o.timeout)
+	}
+	if _, ok := ctx.Deadline(); ok && !o.explicit {
+		o.timeout = -1
+	}
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+		o.timeout = -1
+	}
+	l, err := c.m.lock(ctx, name, false, 0)
+	if errors.Is(err, ErrTimeout) && o.timeout != 0 {
+		// Someone downloads: wait for them to finish, together with
+		// everyone else who waits.
+		var s *Lock
+		if s, err = c.m.lock(ctx, name, true, o.timeout); err == nil {
+			s.Unlock()
+			if complete(dest) {
+				return d, nil
+			}
+			l, err = c.m.lock(ctx, name, false, o.timeout)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.lock = l
+	if complete(dest) {
+		l.Unlock()
+		d.lock = nil
+		return d, nil
+	}
+	if err := d.prepare(); err != nil {
+		l.Unlock()
+		return nil, err
+	}
+	return d, nil
+}
+
+// checkDest makes dest absolute and refuses one that exists as anything but
+// a directory.
+func checkDest(dest string) (string, error) {
+	if dest == "" {
+		return "", fmt.Errorf("%w: empty destination", ErrInvalidArgument)
+	}
+	if strings.IndexByte(dest, 0) >= 0 {
+		return "", fmt.Errorf("%w: destination contains a NUL byte", ErrInvalidArgument)
+	}
+	abs, err := filepath.Abs(dest)
+	if err != nil {
+		return "", fmt.Errorf("%w: destination %q: %v", ErrInvalidArgument, dest, err)
+	}
+	if abs == filepath.Dir(abs) {
+		return "", fmt.Errorf("%w: destination %q is a file system root", ErrInvalidArgument, dest)
+	}
+	fi, err := os.Lstat(abs)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return "", fmt.Errorf("%w: destination: %v", ErrInvalidArgument, err)
+	case fi.Mode()&os.ModeSymlink != 0:
+		return "", fmt.Errorf("%w: destination %s is a symbolic link; give the path it points to", ErrInvalidArgument, abs)
+	case !fi.IsDir():
+		return "", fmt.Errorf("%w: destination %s exists and is not a directory", ErrInvalidArgument, abs)
+	}
+	return abs, nil
+}
+
+// complete reports whether dest holds the completion marker.
+func complete(dest string) bool {
+	fi, err := os.Lstat(filepath.Join(dest, MarkerName))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// Names of our siblings of dest: the staging directory of a download, and
+// an incomplete dest moved aside by Commit.
+func stagingPrefix(dest string) string { return "." + filepath.Base(dest) + ".coord-staging-" }
+func oldPrefix(dest string) string     { return "." + filepath.Base(dest) + ".coord-old-" }
+
+// prepare removes what dead downloaders left beside dest, which only the
+// lock holder may do, and makes a fresh staging directory.
+func (d *Download) prepare() error {
+	parent := filepath.Dir(d.dest)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("download %q: %w", d.id, err)
+	}
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return fmt.Errorf("download %q: %w", d.id, err)
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, stagingPrefix(d.dest)) || strings.HasPrefix(n, oldPrefix(d.dest)) {
+			d.m.log.Info("removing stale staging directory", zap.String("id", d.id), zap.String("path", filepath.Join(parent, n)))
+			if err := os.RemoveAll(filepath.Join(parent, n)); err != nil {
+				return fmt.Errorf("download %q: remove stale staging: %w", d.id, err)
+			}
+		}
+	}
+	staging, err := os.MkdirTemp(parent, stagingPrefix(d.dest))
+	if err != nil {
+		return fmt.Errorf("download %q: %w", d.id, err)
+	}
+	if err := os.Chmod(staging, 0o755); err != nil {
+		os.Remove(staging)
+		return fmt.Errorf("download %q: %w", d.id, err)
+	}
+	d.staging = staging
+	d.lock.update(func(h *Holder) { h.Dest = d.dest })
+	return nil
+}
+
+// ShouldDownload reports whether this caller must fill StagingDir and Commit.
+func (d *Download) ShouldDownload() bool { return d.staging != "" }
+
+// Dest returns the absolute destination directory.
+func (d *Download) Dest() string { return d.dest }
+
+// StagingDir returns the directory to download into: a sibling of Dest on
+// the same file system, so that Commit can rename it into place. It is ""
+// unless ShouldDownload.
+func (d *Download) StagingDir() string { return d.staging }
+
+// Token returns the fencing token of the toolchain lock; 0 unless
+// ShouldDownload.
+func (d *Download) Token() int64 {
+	if d.lock == nil {
+		return 0
+	}
+	return d.lock.Token()
+}
+
+// Lost returns the lock's Lost channel; nil (never ready) unless
+// ShouldDownload.
+func (d *Download) Lost() <-chan struct{} {
+	if d.lock == nil {
+		return nil
+	}
+	return d.lock.Lost()
+}
+
+// SetProgress publishes how many bytes of total (0 if unknown) are done, so
+// that waiters and `coord status` can show it.
+func (d *Download) SetProgress(done, total int64) error {
+	if !d.ShouldDownload() {
+		return nil
+	}
+	return d.lock.update(func(h *Holder) { h.Progress = &Progress{Done: done, Total: total} })
+}
+
+// marker is the content of MarkerName.
+type marker struct {
+	ID    string    `json:"id"`
+	Host  string    `json:"host"`
+	PID   int       `json:"pid"`
+	Token int64     `json:"token"`
+	Time  time.Time `json:"time"`
+}
+
+// Commit publishes the staging directory as dest: it writes the completion
+// marker into it, moves an incomplete dest aside, renames staging into place
+// and removes what was moved aside. Readers of dest see the old content, no
+// dest, or the whole new one, never a mix. Commit refuses if the lock was
+// lost (ErrLockLost).
+func (d *Download) Commit() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return ErrClosed
+	case !d.ShouldDownload():
+		return fmt.Errorf("%w: download %q: this caller does not download", ErrInvalidArgument, d.id)
+	case d.committed:
+		return nil
+	}
+	select {
+	case <-d.lock.Lost():
+		return fmt.Errorf("download %q: %w", d.id, ErrLockLost)
+	default:
+	}
+	fi, err := os.Lstat(d.staging)
+	if err != nil || !fi.IsDir() {
+		return fmt.Errorf("download %q: staging directory %s is gone", d.id, d.staging)
+	}
+	self := d.lock.Holder()
+	b, _ := json.Marshal(marker{ID: d.id, Host: self.Host, PID: self.PID, Token: d.lock.Token(), Time: time.Now().UTC()})
+	if err := writeSynced(filepath.Join(d.staging, MarkerName), b); err != nil {
+		return fmt.Errorf("download %q: write marker: %w", d.id, err)
+	}
+	var old string
+	if _, err := os.Lstat(d.dest); err == nil {
+		old = filepath.Join(filepath.Dir(d.dest), oldPrefix(d.dest)+filepath.Base(d.staging)[len(stagingPrefix(d.dest)):])
+		if err := os.Rename(d.dest, old); err != nil {
+			return fmt.Errorf("download %q: move incomplete destination aside: %w", d.id, err)
+		}
+	}
+	if err := os.Rename(d.staging, d.dest); err != nil {
+		if old != "" {
+			os.Rename(old, d.dest)
+		}
+		return fmt.Errorf("download %q: %w", d.id, err)
+	}
+	syncDir(filepath.Dir(d.dest))
+	d.committed = true
+	if old != "" {
+		if err := os.RemoveAll(old); err != nil {
+			d.m.log.Warn("remove replaced destination", zap.String("path", old), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// Close ends this caller's part: it discards the staging directory unless
+// Commit succeeded and releases the lock, so that the next waiter downloads
+// if nothing was committed. Calling it again does nothing.
+func (d *Download) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	if d.lock == nil {
+		return nil
+	}
+	var errs []error
+	if !d.committed {
+		errs = append(errs, os.RemoveAll(d.staging))
+	}
+	errs = append(errs, d.lock.Unlock())
+	return errors.Join(errs...)
+}
+
+// Do runs fetch in the process that should download id into dest and
+// commits what it put in the directory it is given. It reports whether this
+// call downloaded. fetch's error is returned as it is, nothing committed.
+func (c *DownloadCoordinator) Do(ctx context.Context, id, dest string, fetch func(ctx context.Context, dir string) error, opts ...LockOption) (downloaded bool, err error) {
+	d, err := c.Coordinate(ctx, id, dest, opts...)
+	if err != nil {
+		return false, err
+	}
+	defer func() { err = errors.Join(err, d.Close()) }()
+	if !d.ShouldDownload() {
+		return false, nil
+	}
+	if err := fetch(ctx, d.StagingDir()); err != nil {
+		return false, err
+	}
+	if err := d.Commit(); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir makes a rename in dir durable where the OS allows it.
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		f.Sync()
+		f.Close()
+	}
+}

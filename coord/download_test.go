@@ -1,0 +1,161 @@
+package coord_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/toolchainkit/coord/coord"
+)
+
+func TestDoRunsFetchOnce(t *testing.T) {
+	locks, parent := t.TempDir(), t.TempDir()
+	dest := filepath.Join(parent, "llvm")
+	var runs atomic.Int32
+	var committed atomic.Int64
+	returned := make([]time.Time, 16)
+	var wg sync.WaitGroup
+	for i := range returned {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dc := coord.NewDownloadCoordinator(newManager(t, locks))
+			_, err := dc.Do(context.Background(), "llvm-18", dest, func(_ context.Context, dir string) error {
+				runs.Add(1)
+				time.Sleep(200 * time.Millisecond)
+				if err := os.WriteFile(filepath.Join(dir, "bin"), []byte("clang"), 0o644); err != nil {
+					return err
+				}
+				committed.Store(time.Now().Add(time.Millisecond).UnixNano()) // set just before Commit
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			returned[i] = time.Now()
+		}()
+	}
+	wg.Wait()
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("fetch ran %d times; want 1", n)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "bin")); err != nil || string(b) != "clang" {
+		t.Fatalf("dest/bin = %q, %v", b, err)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+		t.Fatalf("parent holds %d entries; want dest alone", len(ents))
+	}
+	var last time.Time
+	for _, r := range returned {
+		if r.After(last) {
+			last = r
+		}
+	}
+	spread := last.Sub(time.Unix(0, committed.Load()))
+	t.Logf("last of 16 callers returned %s after the commit", spread)
+	if spread > 500*time.Millisecond {
+		t.Errorf("last caller returned %s after the commit", spread)
+	}
+}
+
+func TestFailedDownloadPassesToNextCaller(t *testing.T) {
+	locks, parent := t.TempDir(), t.TempDir()
+	dest := filepath.Join(parent, "gcc")
+	dc := coord.NewDownloadCoordinator(newManager(t, locks))
+	boom := errors.New("network down")
+	_, err := dc.Do(context.Background(), "gcc", dest, func(_ context.Context, dir string) error {
+		os.WriteFile(filepath.Join(dir, "half"), []byte("x"), 0o644)
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Do = %v; want the fetch error", err)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Fatalf("dest exists after a failed download: %v", err)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+		t.Fatalf("failed download left %d entries beside dest", len(ents))
+	}
+	downloaded, err := dc.Do(context.Background(), "gcc", dest, func(_ context.Context, dir string) error {
+		return os.WriteFile(filepath.Join(dir, "whole"), []byte("y"), 0o644)
+	})
+	if err != nil || !downloaded {
+		t.Fatalf("second Do = %v, %v; want a download", downloaded, err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "half")); !os.IsNotExist(err) {
+		t.Fatal("dest holds the failed download's file")
+	}
+}
+
+func TestCoordinateRemovesStaleStagingAndReplacesIncompleteDest(t *testing.T) {
+	locks, parent := t.TempDir(), t.TempDir()
+	dest := filepath.Join(parent, "sdk")
+	// A dead downloader's staging dir and an incomplete dest without marker.
+	stale := filepath.Join(parent, ".sdk.coord-staging-123")
+	os.MkdirAll(filepath.Join(stale, "deep"), 0o755)
+	os.MkdirAll(dest, 0o755)
+	os.WriteFile(filepath.Join(dest, "partial"), []byte("p"), 0o644)
+
+	dc := coord.NewDownloadCoordinator(newManager(t, locks))
+	d, err := dc.Coordinate(context.Background(), "sdk", dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if !d.ShouldDownload() || filepath.Dir(d.StagingDir()) != parent {
+		t.Fatalf("ShouldDownload %v, StagingDir %q; want a sibling of dest", d.ShouldDownload(), d.StagingDir())
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("stale staging dir survived: %v", err)
+	}
+	os.WriteFile(filepath.Join(d.StagingDir(), "full"), []byte("f"), 0o644)
+	if err := d.SetProgress(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "partial")); !os.IsNotExist(err) {
+		t.Fatal("incomplete dest content survived the commit")
+	}
+	if _, err := os.Stat(filepath.Join(dest, coord.MarkerName)); err != nil {
+		t.Fatalf("marker: %v", err)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+		t.Fatalf("parent holds %d entries after commit; want dest alone", len(ents))
+	}
+	// Now complete: the fast path takes no lock, even while it is held.
+	m2 := newManager(t, locks)
+	if _, err := m2.ToolchainLock(context.Background(), "sdk", coord.WithTimeout(0)); !errors.Is(err, coord.ErrTimeout) {
+		t.Fatalf("toolchain lock while the downloader's Download is open = %v; want ErrTimeout", err)
+	}
+	d2, err := coord.NewDownloadCoordinator(m2).Coordinate(context.Background(), "sdk", dest, coord.WithTimeout(0))
+	if err != nil || d2.ShouldDownload() {
+		t.Fatalf("Coordinate on a complete dest = %v, %v; want done without waiting", d2, err)
+	}
+}
+
+func TestCoordinateBadDest(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("keep"), 0o644)
+	link := filepath.Join(dir, "link")
+	os.Symlink(dir, link)
+	dc := coord.NewDownloadCoordinator(newManager(t, t.TempDir()))
+	for _, dest := range []string{"", file, link, "/", "a\x00b"} {
+		if _, err := dc.Coordinate(context.Background(), "x", dest); !errors.Is(err, coord.ErrInvalidArgument) {
+			t.Errorf("Coordinate(dest %q) = %v; want ErrInvalidArgument", dest, err)
+		}
+	}
+	if _, err := dc.Coordinate(context.Background(), "", filepath.Join(dir, "d")); !errors.Is(err, coord.ErrInvalidName) {
+		t.Errorf("empty id = %v; want ErrInvalidName", err)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "keep" {
+		t.Fatalf("file changed to %q", b)
+	}
+}

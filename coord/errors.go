@@ -1,0 +1,46 @@
+package coord
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrTimeout means the lock was not granted in time; the error is a
+	// *TimeoutError that says who held it.
+	ErrTimeout = errors.New("timed out waiting for lock")
+	// ErrInvalidName means a lock name or toolchain id was refused.
+	ErrInvalidName = errors.New("invalid lock name")
+	// ErrInvalidArgument means another argument (a timeout, a path, a
+	// configuration value) was refused.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrBackendUnavailable means the configured backend cannot be used.
+	ErrBackendUnavailable = errors.New("backend unavailable")
+	// ErrLockLost means a lock stopped being held before Unlock.
+	ErrLockLost = errors.New("lock lost")
+	// ErrClosed means the Manager, Lock or Download was already closed.
+	ErrClosed = errors.New("closed")
+)
+
+// TimeoutError is returned when a lock was not granted in time. It matches
+// ErrTimeout with errors.Is.
+type TimeoutError struct {
+	Name   string        // the lock waited for
+	Waited time.Duration // how long we waited; 0 for a single try
+	Holder *Holder       // who held it when we gave up; nil if unknown
+}
+
+func (e *TimeoutError) Error() string {
+	msg := fmt.Sprintf("lock %q: timed out after %s", e.Name, e.Waited.Round(time.Millisecond))
+	if e.Waited == 0 {
+		msg = fmt.Sprintf("lock %q: held by another process", e.Name)
+	}
+	if e.Holder != nil {
+		msg += "; held by " + e.Holder.String()
+	}
+	return msg
+}
+
+// Is reports whether target is ErrTimeout.
+func (e *TimeoutError) Is(target error) bool { return target == ErrTimeout }

@@ -1,0 +1,389 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/toolchainkit/coord/filelock"
+)
+
+// Backend names for Config.Backend.
+const (
+	BackendAuto = "auto"
+	BackendFile = "file"
+	BackendEtcd = "etcd"
+)
+
+// Default timeouts of the lock kinds.
+const (
+	DefaultRegistryTimeout  = 30 * time.Second
+	DefaultToolchainTimeout = 60 * time.Second
+	DefaultProjectTimeout   = 10 * time.Second
+	DefaultLockTimeout      = 30 * time.Second
+)
+
+// Config selects and configures the backend. The zero Config is the file
+// backend in ~/.toolchainkit/locks.
+type Config struct {
+	// Backend is "auto" (or empty), "file" or "etcd". Auto means etcd when
+	// Endpoints is set and file otherwise.
+	Backend string
+	// LockDir is the file backend's lock directory; empty means
+	// ~/.toolchainkit/locks.
+	LockDir string
+	// Endpoints are etcd client URLs.
+	Endpoints []string
+	// Fallback "file" lets a Manager whose etcd is unreachable lock on this
+	// host only, with a warning. Empty (or "none") fails closed.
+	Fallback string
+}
+
+// Option configures a Manager.
+type Option func(*options)
+
+type options struct {
+	log     *zap.Logger
+	command []string
+}
+
+// WithLogger sets the logger; the default logs nothing.
+func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithCommand sets the command line recorded in holder records; the default
+// is os.Args.
+func WithCommand(cmd []string) Option { return func(o *options) { o.command = cmd } }
+
+// Manager hands out locks from one backend. It is safe for concurrent use.
+type Manager struct {
+	b    backend
+	log  *zap.Logger
+	self Holder // host, pid, command: the static part of our records
+	rec  []byte // self.record(), computed once
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// New returns a Manager on the backend that cfg selects. With etcd
+// endpoints configured and etcd unreachable it fails with
+// ErrBackendUnavailable unless cfg.Fallback is "file". It does not block
+// beyond ctx.
+func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
+	o := options{log: zap.NewNop(), command: os.Args}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	kind := cfg.Backend
+	switch kind {
+	case "", BackendAuto:
+		kind = BackendFile
+		if len(cfg.Endpoints) > 0 {
+			kind = BackendEtcd
+		}
+	case BackendFile, BackendEtcd:
+	default:
+		return nil, fmt.Errorf("%w: backend %q: want auto, file or etcd", ErrInvalidArgument, cfg.Backend)
+	}
+	switch cfg.Fallback {
+	case "", "none", BackendFile:
+	default:
+		return nil, fmt.Errorf("%w: fallback %q: want none or file", ErrInvalidArgument, cfg.Fallback)
+	}
+	var b backend
+	var err error
+	if kind == BackendEtcd {
+		b, err = newEtcdBackend(ctx, cfg)
+		if err != nil && cfg.Fallback == BackendFile {
+			o.log.Warn("etcd unreachable; falling back to file locks on this host only: processes on other hosts are NOT excluded",
+				zap.Strings("endpoints", cfg.Endpoints), zap.Error(err))
+			kind = BackendFile
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if kind == BackendFile {
+		b, err = newFileBackend(cfg.LockDir)
+		if err != nil {
+			return nil, err
+		}
+	}
+	host, _ := os.Hostname()
+	self := Holder{Host: host, PID: os.Getpid(), Command: o.command}
+	return &Manager{b: b, log: o.log, self: self, rec: self.record()}, nil
+}
+
+// DefaultLockDir returns ~/.toolchainkit/locks.
+func DefaultLockDir() (string, error) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, ".toolchainkit", "locks"), nil
+}
+
+func newFileBackend(dir string) (backend, error) {
+	if dir == "" {
+		d, err := DefaultLockDir()
+		if err != nil {
+			return nil, fmt.Errorf("%w: file: %v", ErrBackendUnavailable, err)
+		}
+		dir = d
+	}
+	l, err := filelock.New(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: file: %v", ErrBackendUnavailable, err)
+	}
+	return fileBackend{l}, nil
+}
+
+// newEtcdBackend fails closed until the etcd backend exists.
+func newEtcdBackend(_ context.Context, cfg Config) (backend, error) {
+	return nil, fmt.Errorf("%w: etcd %s: this build has no etcd backend (use --fallback=file to lock on this host only)",
+		ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","))
+}
+
+// Backend returns "file" or "etcd".
+func (m *Manager) Backend() string { return m.b.kind() }
+
+// Close releases the backend. Locks still held stay held until Unlock (file)
+// or until their lease ends (etcd).
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	return m.b.close()
+}
+
+// LockOption modifies one lock request.
+type LockOption func(*lockOptions)
+
+type lockOptions struct {
+	timeout  time.Duration
+	explicit bool
+	shared   bool
+}
+
+// WithTimeout bounds the wait; 0 means try once and never wait. Without it,
+// the kind's default applies unless ctx has a deadline.
+func WithTimeout(d time.Duration) LockOption {
+	return func(o *lockOptions) { o.timeout, o.explicit = d, true }
+}
+
+// Shared asks for a shared lock: any number of shared holders at once, none
+// while an exclusive holder has it.
+func Shared() LockOption { return func(o *lockOptions) { o.shared = true } }
+
+// RegistryLock takes the exclusive lock on the toolchain registry.
+// Default timeout 30s.
+func (m *Manager) RegistryLock(ctx context.Context, opts ...LockOption) (*Lock, error) {
+	return m.acquire(ctx, "registry", DefaultRegistryTimeout, opts)
+}
+
+// ToolchainLock takes the lock on one toolchain's installation.
+// Default timeout 60s.
+func (m *Manager) ToolchainLock(ctx context.Context, id string, opts ...LockOption) (*Lock, error) {
+	name, err := toolchainName(id)
+	if err != nil {
+		return nil, err
+	}
+	return m.acquire(ctx, name, DefaultToolchainTimeout, opts)
+}
+
+// ProjectLock takes the lock on a project's state; root is made absolute and
+// cleaned, so every spelling of one directory names one lock.
+// Default timeout 10s.
+func (m *Manager) ProjectLock(ctx context.Context, root string, opts ...LockOption) (*Lock, error) {
+	if root == "" {
+		return nil, fmt.Errorf("%w: empty project path", ErrInvalidName)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("%w: project path %q: %v", ErrInvalidName, root, err)
+	}
+	return m.acquire(ctx, "project/"+abs, DefaultProjectTimeout, opts)
+}
+
+// Lock takes the lock called name, which may be any non-empty string of at
+// most 4096 bytes: names are data, never paths. Default timeout 30s.
+//
+// Lock blocks until the lock is granted, the timeout passes (a
+// *TimeoutError) or ctx ends (ctx's error). When it returns an error it
+// holds nothing.
+func (m *Manager) Lock(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
+	return m.acquire(ctx, name, DefaultLockTimeout, opts)
+}
+
+func toolchainName(id string) (string, error) {
+	if id == "" {
+		return "", fmt.Errorf("%w: empty toolchain id", ErrInvalidName)
+	}
+	return "toolchain/" + id, nil
+}
+
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	case len(name) > filelock.MaxNameLen:
+		return fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidName, len(name), filelock.MaxNameLen)
+	}
+	return nil
+}
+
+func (m *Manager) acquire(ctx context.Context, name string, def time.Duration, opts []LockOption) (*Lock, error) {
+	o := lockOptions{timeout: def}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.timeout < 0 {
+		return nil, fmt.Errorf("%w: negative timeout %s", ErrInvalidArgument, o.timeout)
+	}
+	if _, ok := ctx.Deadline(); ok && !o.explicit {
+		o.timeout = -1 // ctx alone bounds the wait
+	}
+	return m.lock(ctx, name, o.shared, o.timeout)
+}
+
+// lock acquires name; timeout 0 tries once, < 0 waits until ctx ends.
+func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout time.Duration) (*Lock, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	start := time.Now()
+	wctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	h, err := m.b.lock(wctx, name, shared, timeout != 0, m.rec)
+	switch {
+	case err == nil:
+	case errors.Is(err, errBusy), errors.Is(err, context.DeadlineExceeded) && wctx.Err() != nil:
+		waited := time.Since(start)
+		if timeout == 0 {
+			waited = 0
+		}
+		return nil, &TimeoutError{Name: name, Waited: waited, Holder: m.holderOf(ctx, name)}
+	default:
+		return nil, fmt.Errorf("lock %q: %w", name, err)
+	}
+	self := m.self
+	self.Since, self.Token, self.Backend, self.Shared = time.Now(), h.Token(), m.b.kind(), shared
+	return &Lock{m: m, name: name, h: h, self: self}, nil
+}
+
+// holderOf names the current exclusive holder of name, or nil.
+func (m *Manager) holderOf(ctx context.Context, name string) *Holder {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	s, err := m.b.inspect(ctx, name)
+	if err != nil {
+		return nil
+	}
+	return s.Holder
+}
+
+// Status is the state of one lock as a backend reports it.
+type Status struct {
+	Name    string  // the lock name
+	Backend string  // "file" or "etcd"
+	Where   string  // the lock file or etcd key
+	Held    bool    // someone holds it
+	Shared  bool    // held in shared mode
+	Holder  *Holder // the exclusive holder's record; nil if none or unreadable
+	Holders []int   // holder PIDs, where the backend can tell
+	Token   int64   // the last fencing token handed out
+	Waiters int     // processes waiting; -1 when the backend cannot tell
+	// WaitPIDs are the waiting processes, where the backend can tell.
+	WaitPIDs []int
+}
+
+// Inspect reports on the lock called name without taking it.
+func (m *Manager) Inspect(ctx context.Context, name string) (Status, error) {
+	if err := checkName(name); err != nil {
+		return Status{}, err
+	}
+	return m.b.inspect(ctx, name)
+}
+
+// Locks reports on every lock the backend knows of.
+func (m *Manager) Locks(ctx context.Context) ([]Status, error) {
+	return m.b.list(ctx)
+}
+
+// Lock is a held lock. Its methods are safe for concurrent use.
+type Lock struct {
+	m    *Manager
+	name string
+	h    held
+	self Holder
+
+	mu       sync.Mutex
+	unlocked bool
+}
+
+// Name returns the lock's name.
+func (l *Lock) Name() string { return l.name }
+
+// Token returns the fencing token: strictly greater than the token of every
+// earlier exclusive holder of this name. Pass it to the resource you guard
+// and have it refuse writes with a token lower than one it has seen: that,
+// not the lock alone, is what protects against a holder that was paused or
+// cut off and did not notice it lost the lock. A shared lock has the token of
+// the last exclusive holder.
+func (l *Lock) Token() int64 { return l.h.Token() }
+
+// Lost returns a channel that is closed if the lock is lost before Unlock.
+// A file lock is lost only with its process, so for the file backend it
+// never closes; an etcd lock is lost when its lease may have expired.
+func (l *Lock) Lost() <-chan struct{} { return l.h.Lost() }
+
+// Holder describes this process as the holder.
+func (l *Lock) Holder() Holder {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.self
+}
+
+// update publishes a new holder record (download destination, progress).
+func (l *Lock) update(fn func(*Holder)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unlocked {
+		return ErrClosed
+	}
+	fn(&l.self)
+	return l.h.Update(l.self.record())
+}
+
+// Unlock releases the lock. A second call returns ErrClosed.
+func (l *Lock) Unlock() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unlocked {
+		return ErrClosed
+	}
+	l.unlocked = true
+	if err := l.h.Unlock(); err != nil {
+		return fmt.Errorf("unlock %q: %w", l.name, err)
+	}
+	return nil
+}
