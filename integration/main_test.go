@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -243,6 +244,17 @@ func waitFor(t *testing.T, path string, d time.Duration) {
 	}
 }
 
+// childPID waits for path to hold the pid of a command coord runs (its
+// `$$`: coord makes it lead its own process group) and returns it. The end
+// of the test kills that group, in case coord failed to.
+func childPID(t *testing.T, path string) int {
+	t.Helper()
+	waitFor(t, path, 10*time.Second)
+	pid := int(mustInt(t, path))
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	return pid
+}
+
 // mustInt reads a file holding one integer, failing the test otherwise.
 func mustInt(t *testing.T, path string) int64 {
 	t.Helper()
@@ -266,10 +278,14 @@ func lines(t *testing.T, path string) []string {
 	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 }
 
-// runWorkers starts n library workers, each taking the lock "counter"
-// iters times, and waits for all of them to exit 0.
+// runWorkers sets the counter beside dir to 0, starts n library workers,
+// each taking the lock "counter" iters times, and waits for all of them to
+// exit 0.
 func runWorkers(t *testing.T, dir string, n, iters int) {
 	t.Helper()
+	if err := os.WriteFile(filepath.Join(filepath.Dir(dir), "counter"), []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ps := make([]*proc, n)
 	for i := range ps {
 		ps[i] = start(t, filepath.Dir(dir), env(dir, envWorker+"=counter", envWorkerDir+"="+dir, envWorkerIter+"="+strconv.Itoa(iters)), os.Args[0])
@@ -315,4 +331,24 @@ func waitGone(t *testing.T, pid int, d time.Duration) time.Time {
 			t.Fatalf("process %d still alive %s later: %s", pid, d, s)
 		}
 	}
+}
+
+// dirNames lists the names in a directory, sorted.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents := dirEntries(t, dir)
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names
+}
+
+func dirEntries(t *testing.T, dir string) []fs.DirEntry {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ents
 }

@@ -33,6 +33,8 @@ func TestMain(m *testing.M) {
 //	envfile VAR path           set VAR to path's content, spaces trimmed
 //	validjson stdout|path      fail unless the text is one valid JSON value
 //	ls dir                     print dir's entries, dot files too, one a line
+//	waitwaiters NAME N         run `coord status --json` until lock NAME has
+//	                           N waiters (at most 10s)
 func TestScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 filepath.Join("testdata", "script"),
@@ -49,12 +51,13 @@ func TestScript(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exitcode":  cmdExitcode,
-			"lines":     cmdLines,
-			"waitfile":  cmdWaitfile,
-			"envfile":   cmdEnvfile,
-			"validjson": cmdValidJSON,
-			"ls":        cmdLs,
+			"exitcode":    cmdExitcode,
+			"lines":       cmdLines,
+			"waitfile":    cmdWaitfile,
+			"envfile":     cmdEnvfile,
+			"validjson":   cmdValidJSON,
+			"ls":          cmdLs,
+			"waitwaiters": cmdWaitwaiters,
 		},
 	})
 }
@@ -160,5 +163,38 @@ func cmdLs(ts *testscript.TestScript, neg bool, args []string) {
 	w := ts.Stdout() // even for an empty dir: replaces the last stdout
 	for _, e := range ents {
 		w.Write([]byte(e.Name() + "\n"))
+	}
+}
+
+func cmdWaitwaiters(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! waitwaiters")
+	}
+	if len(args) != 2 {
+		ts.Fatalf("usage: waitwaiters NAME N")
+	}
+	want, err := strconv.Atoi(args[1])
+	if err != nil {
+		ts.Fatalf("waitwaiters: bad count %q", args[1])
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ts.Exec("coord", "status", "--json") == nil {
+			var locks []struct {
+				Name    string `json:"name"`
+				Waiters *int   `json:"waiters"`
+			}
+			if json.Unmarshal([]byte(ts.ReadFile("stdout")), &locks) == nil {
+				for _, l := range locks {
+					if l.Name == args[0] && l.Waiters != nil && *l.Waiters == want {
+						return
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("lock %q did not get %d waiters within 10s", args[0], want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

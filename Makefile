@@ -1,0 +1,47 @@
+# coord: build, test, bench, lint, cross-build. `make test` is what CI runs.
+GO ?= go
+FUZZTIME ?= 20s
+
+.PHONY: build test vet cross lint bench fuzz clean demo
+
+build:
+	$(GO) build -o bin/coord ./cmd/coord
+
+# vet (also for Windows and macOS), the whole suite with the race detector,
+# and the cross-builds.
+test: vet cross
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+vet:
+	$(GO) vet ./...
+	GOOS=windows $(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
+
+cross:
+	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/coord
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/coord
+
+lint: vet
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench:
+	./bench/report.sh
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzFileName$$' -fuzztime $(FUZZTIME) ./filelock
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeader$$' -fuzztime $(FUZZTIME) ./filelock
+
+clean:
+	rm -rf bin
+
+# The main job on the file backend: four processes ask for one toolchain at
+# once; exactly one runs the download, the others wait and use it.
+DEMO ?= /tmp/coord-demo
+demo: build
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	for i in 1 2 3 4; do \
+	  COORD_LOCK_DIR=$(DEMO)/locks ./bin/coord download demo-sdk-1.0 $(DEMO)/toolchains/demo-sdk-1.0 -- \
+	    sh -c 'echo "process $$PPID downloads into $$COORD_DEST (token $$COORD_FENCING_TOKEN)"; sleep 2; cp bin/coord "$$COORD_DEST/"; echo "$$PPID" > "$$COORD_DEST/downloaded-by"' & \
+	done; wait
+	@echo "--- $(DEMO)/toolchains:"; ls -A $(DEMO)/toolchains $(DEMO)/toolchains/demo-sdk-1.0
+	@echo "--- downloaded by: $$(cat $(DEMO)/toolchains/demo-sdk-1.0/downloaded-by) (one process of four)"

@@ -1,0 +1,293 @@
+//go:build unix
+
+package integration_test
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// 1. Increments under `coord lock` from many processes are never lost.
+func TestCLICounter(t *testing.T) {
+	const procs, iters = 8, 25
+	dir, root := lockDir(t)
+	counter := filepath.Join(root, "counter")
+	if err := os.WriteFile(counter, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	runCLILoops(t, dir, procs, iters, "counter", `n=$(cat counter); echo $((n+1)) > counter`)
+	if got := mustInt(t, counter); got != procs*iters {
+		t.Fatalf("counter = %d after %d processes × %d `coord lock` increments, want %d", got, procs, iters, procs*iters)
+	}
+	t.Logf("%d `coord lock` runs in %s", procs*iters, time.Since(start).Round(time.Millisecond))
+}
+
+// 2. Library locks exclude each other across processes: no lost increment,
+// never two processes inside the critical section.
+func TestLibraryCounter(t *testing.T) {
+	const procs, iters = 8, 25
+	dir, root := lockDir(t)
+	counter := filepath.Join(root, "counter")
+	runWorkers(t, dir, procs, iters)
+	if got := mustInt(t, counter); got != procs*iters {
+		t.Fatalf("counter = %d after %d processes × %d library increments, want %d", got, procs, iters, procs*iters)
+	}
+	log := lines(t, filepath.Join(root, "inout"))
+	if len(log) != 2*procs*iters {
+		t.Fatalf("enter/leave log has %d lines, want %d", len(log), 2*procs*iters)
+	}
+	inside, most := 0, 0
+	var first, last int64
+	for _, l := range log {
+		f := strings.Fields(l)
+		if f[0] == "-" {
+			inside--
+			continue
+		}
+		inside++
+		most = max(most, inside)
+		ts, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == 0 {
+			first = ts
+		}
+		last = ts
+	}
+	if most != 1 {
+		t.Fatalf("up to %d processes were inside the critical section at once, want at most 1", most)
+	}
+	cycle := time.Duration(last-first) / (procs*iters - 1)
+	t.Logf("%d acquisitions by %d processes in %s: %s per acquisition (handoff + critical section)",
+		procs*iters, procs, time.Duration(last-first).Round(time.Millisecond), cycle.Round(time.Microsecond))
+}
+
+// 3. A holder killed with SIGKILL frees the lock at once, and its command
+// dies with it (Linux: parent-death signal).
+func TestKilledHolderReleases(t *testing.T) {
+	dir, root := lockDir(t)
+	holder := startCoord(t, dir, "lock", "k", "--", "sh", "-c", "echo $$ > pidfile; exec sleep 60")
+	child := childPID(t, filepath.Join(root, "pidfile"))
+
+	killed := time.Now()
+	if err := holder.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	next := startCoord(t, dir, "lock", "--timeout", "5s", "k", "--", "true")
+	if runtime.GOOS == "linux" {
+		goneAfter := waitGone(t, child, time.Second).Sub(killed)
+		t.Logf("child %d gone %s after the SIGKILL of coord", child, goneAfter.Round(time.Microsecond))
+	}
+	if code := next.wait(10 * time.Second); code != 0 {
+		t.Fatalf("next `coord lock --timeout 5s k` exited %d after the holder was killed, want 0:\n%s", code, next.output())
+	}
+	if took := next.end.Sub(killed); took > time.Second {
+		t.Fatalf("next holder acquired and exited %s after the kill, want within 1s", took)
+	} else {
+		t.Logf("next `coord lock` acquired and exited %s after the kill", took.Round(time.Microsecond))
+	}
+	if code := holder.wait(5 * time.Second); code != -1 {
+		t.Fatalf("killed holder exited %d, want -1 (killed by a signal)", code)
+	}
+}
+
+// 4. A timed-out wait exits 75 in time and names the holder.
+func TestTimeoutNamesHolder(t *testing.T) {
+	dir, root := lockDir(t)
+	holder := startCoord(t, dir, "lock", "t", "--", "sh", "-c", "echo $$ > held; exec sleep 30")
+	childPID(t, filepath.Join(root, "held"))
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	code, out := runCoord(t, dir, "lock", "--timeout", "300ms", "t", "--", "true")
+	took := time.Since(start)
+	if code != 75 {
+		t.Fatalf("`coord lock --timeout 300ms` on a held lock exited %d, want 75:\n%s", code, out)
+	}
+	if took > 1500*time.Millisecond {
+		t.Fatalf("`coord lock --timeout 300ms` took %s, want at most 1.5s", took)
+	}
+	pid := regexp.MustCompile(fmt.Sprintf(`\b%d\b`, holder.cmd.Process.Pid))
+	if !pid.MatchString(out) || !strings.Contains(out, host) {
+		t.Fatalf("timeout message does not name holder pid %d on host %q:\n%s", holder.cmd.Process.Pid, host, out)
+	}
+	t.Logf("timed out in %s: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+}
+
+// 7. Shared holders overlap; an exclusive one waits for all of them.
+func TestSharedThenExclusive(t *testing.T) {
+	dir, root := lockDir(t)
+	const shared = `date +%s%N > start.$1; sleep 1; date +%s%N > end.$1`
+	a := startCoord(t, dir, "lock", "--shared", "s", "--", "sh", "-c", shared, "sh", "a")
+	b := startCoord(t, dir, "lock", "--shared", "s", "--", "sh", "-c", shared, "sh", "b")
+	waitFor(t, filepath.Join(root, "start.a"), 10*time.Second)
+	waitFor(t, filepath.Join(root, "start.b"), 10*time.Second)
+	x := startCoord(t, dir, "lock", "--timeout", "10s", "s", "--", "sh", "-c", "date +%s%N > start.x")
+	for name, p := range map[string]*proc{"shared a": a, "shared b": b, "exclusive": x} {
+		if code := p.wait(15 * time.Second); code != 0 {
+			t.Fatalf("%s exited %d, want 0:\n%s", name, code, p.output())
+		}
+	}
+	ns := func(f string) int64 { return mustInt(t, filepath.Join(root, f)) }
+	startA, endA, startB, endB, startX := ns("start.a"), ns("end.a"), ns("start.b"), ns("end.b"), ns("start.x")
+	if startB >= endA || startA >= endB {
+		t.Fatalf("shared holders did not overlap: a ran [%d, %d], b ran [%d, %d]", startA, endA, startB, endB)
+	}
+	if last := max(endA, endB); startX < last {
+		t.Fatalf("exclusive holder started at %d, %s before the last shared holder ended (%d)", startX, time.Duration(last-startX), last)
+	}
+	t.Logf("shared holders overlapped %s; exclusive started %s after the last one ended",
+		time.Duration(min(endA, endB)-max(startA, startB)).Round(time.Millisecond), time.Duration(startX-max(endA, endB)).Round(time.Microsecond))
+}
+
+// 8. Fencing tokens strictly increase in acquisition order, through the
+// library and through the CLI.
+func TestFencingTokens(t *testing.T) {
+	dir, root := lockDir(t)
+	runWorkers(t, dir, 4, 50)
+	checkIncreasing(t, filepath.Join(root, "tokens"), 4*50, "library, 4 processes × 50")
+
+	dir, root = lockDir(t)
+	runCLILoops(t, dir, 2, 10, "tk", `echo $COORD_FENCING_TOKEN >> tokens`)
+	checkIncreasing(t, filepath.Join(root, "tokens"), 2*10, "CLI, 2 processes × 10")
+}
+
+// checkIncreasing checks that path holds want strictly increasing integers.
+func checkIncreasing(t *testing.T, path string, want int, what string) {
+	t.Helper()
+	ls := lines(t, path)
+	if len(ls) != want {
+		t.Fatalf("%s: %d tokens, want %d", what, len(ls), want)
+	}
+	var prev int64
+	for i, l := range ls {
+		v, err := strconv.ParseInt(l, 10, 64)
+		if err != nil {
+			t.Fatalf("%s: token %d: %v", what, i, err)
+		}
+		if v <= prev {
+			t.Fatalf("%s: token %d is %d after %d; want %d strictly increasing tokens", what, i, v, prev, want)
+		}
+		prev = v
+	}
+}
+
+// 9. SIGTERM to coord reaches the command; coord exits with its status and
+// the lock is free.
+func TestSIGTERMForwarded(t *testing.T) {
+	dir, root := lockDir(t)
+	p := startCoord(t, dir, "lock", "sig", "--", "sh", "-c", `trap "echo term > got; exit 3" TERM; echo $$ > ready; sleep 30 & wait`)
+	childPID(t, filepath.Join(root, "ready"))
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(5 * time.Second); code != 3 {
+		t.Fatalf("coord exited %d after SIGTERM, want 3 (the command's status):\n%s", code, p.output())
+	}
+	if got, _ := os.ReadFile(filepath.Join(root, "got")); string(got) != "term\n" {
+		t.Fatalf("the command recorded %q, want %q: SIGTERM did not reach it", got, "term\n")
+	}
+	if code, out := runCoord(t, dir, "lock", "--timeout", "0", "sig", "--", "true"); code != 0 {
+		t.Fatalf("`coord lock --timeout 0 sig` right after exited %d, want 0 (lock free):\n%s", code, out)
+	}
+}
+
+// 10. Hostile names map inside the lock directory or are refused; a
+// planted symlink is never followed.
+func TestHostileNames(t *testing.T) {
+	dir, root := lockDir(t)
+	victim := filepath.Join(root, "victim")
+	const precious = "precious\n"
+	if err := os.WriteFile(victim, []byte(precious), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Plant a symlink where the lock file of "planted" lives.
+	if code, out := runCoord(t, dir, "lock", "planted", "--", "true"); code != 0 {
+		t.Fatalf("`coord lock planted` exited %d, want 0:\n%s", code, out)
+	}
+	names := dirNames(t, dir)
+	if len(names) != 1 {
+		t.Fatalf("lock dir holds %q after one lock, want 1 file", names)
+	}
+	planted := names[0]
+	if err := os.Remove(filepath.Join(dir, planted)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, planted)); err != nil {
+		t.Fatal(err)
+	}
+	outside := snapshot(t, root, dir)
+
+	const refused, notZero = 64, -1
+	for _, tc := range []struct {
+		name string
+		want int
+	}{
+		{"../x", 0}, {"/abs", 0}, {"", refused}, {".", 0}, {"..", 0}, {"a/../../b", 0},
+		{"\x01\x1b[31m", 0}, {strings.Repeat("n", 5000), refused}, {strings.Repeat("n", 300), 0},
+		{"\xff\xfe", 0}, {"planted", notZero},
+	} {
+		code, out := runCoord(t, dir, "lock", tc.name, "--", "true")
+		label := fmt.Sprintf("name %.40q (%d bytes)", tc.name, len(tc.name))
+		switch {
+		case tc.want == notZero && (code == 0 || code < 0):
+			t.Errorf("%s over a planted symlink: exit %d, want a non-zero status:\n%s", label, code, out)
+		case tc.want != notZero && code != tc.want:
+			t.Errorf("%s: exit %d, want %d:\n%s", label, code, tc.want, out)
+		}
+		if strings.Contains(out, "panic") {
+			t.Errorf("%s: output mentions a panic:\n%s", label, out)
+		}
+		for _, e := range dirEntries(t, dir) {
+			if !e.Type().IsRegular() && !(e.Name() == planted && e.Type() == fs.ModeSymlink) {
+				t.Errorf("%s: lock dir entry %q is %v, want a regular file", label, e.Name(), e.Type())
+			}
+		}
+		if now := snapshot(t, root, dir); !slices.Equal(now, outside) {
+			t.Errorf("%s: files outside the lock dir changed from %q to %q", label, outside, now)
+		}
+		if b, _ := os.ReadFile(victim); string(b) != precious {
+			t.Errorf("%s: victim file now holds %q, want %q", label, b, precious)
+		}
+	}
+	t.Logf("lock dir after all names: %q", dirNames(t, dir))
+}
+
+// snapshot lists every path under root, with its size, except inside skip.
+func snapshot(t *testing.T, root, skip string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if path == skip {
+			return fs.SkipDir
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		out = append(out, fmt.Sprintf("%s %v %d", path, fi.Mode(), fi.Size()))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
