@@ -335,11 +335,8 @@ func (k *Lock) Unlock() error {
 		return nil
 	}
 	k.released = true
-	if !k.shared {
-		// Zero the record length first, so readers no longer name us.
-		var zero [4]byte
-		k.f.writeAt(zero[:], lenOff)
-	}
+	// The record stays behind: readers trust a record only while the
+	// lock is held exclusively, which they ask the kernel.
 	if err := k.f.unlock(); err != nil {
 		k.f.close()
 		return fmt.Errorf("unlock: %w", err)

@@ -33,7 +33,8 @@ type child struct {
 // "kill") or warned about ("warn"). The result is a *childExit with the
 // child's status, wrapping coord.ErrLockLost if the lock was lost.
 //
-// On Linux the child gets SIGKILL when coord dies, even by SIGKILL. When
+// On Linux the child gets SIGKILL when coord dies, even by SIGKILL; on
+// Windows a job object kills it; elsewhere it survives a SIGKILLed coord. When
 // stdin is not a terminal the child leads its own process group and
 // signals go to the whole group; at a terminal it stays in coord's group
 // so that it can read the terminal, and the terminal's own ^C reaches it.
@@ -59,6 +60,7 @@ func (ch *child) run() (lostErr bool, err error) {
 		}
 		return false, &exitCodeError{code, fmt.Errorf("run %q: %w", ch.argv[0], err)}
 	}
+	defer tieToParent(cmd)()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 

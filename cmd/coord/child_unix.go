@@ -16,3 +16,7 @@ func signalChild(cmd *exec.Cmd, s syscall.Signal, interactive bool) {
 	}
 	cmd.Process.Signal(s)
 }
+
+// tieToParent does nothing: sysProcAttr ties the child to coord where the
+// OS can.
+func tieToParent(*exec.Cmd) (release func()) { return func() {} }
