@@ -1,0 +1,21 @@
+// Package filelock is coord's file backend: flock(2) locks (LockFileEx on
+// Windows) on one file per lock name in a lock directory, with what
+// github.com/gofrs/flock lacks: waits that the kernel wakes and a context
+// can abandon, names mapped safely to files, holder records, fencing tokens.
+//
+// Each lock file holds, after byte 0 (the byte Windows locks), the last
+// fencing token handed out and the current exclusive holder's record with a
+// CRC, so that other processes can read who holds the lock while it is held
+// and never mistake a half-written record for a whole one.
+//
+// Lock files are never deleted: a process that deleted one could let a
+// waiter on the old file and a newcomer on a new file both "hold" the lock.
+// Files are opened relative to the lock directory without following
+// symbolic links, and a file with more than one hard link is refused, so a
+// planted link cannot make a lock write elsewhere.
+//
+// Limits: locks exclude processes on one host. On NFS, flock is emulated
+// with byte-range locks and may be host-local (local_lock=flock, nolock)
+// without any error. Tokens live in the lock file: they survive restarts
+// of processes, not the deletion of the file.
+package filelock
