@@ -135,9 +135,9 @@ func checkDest(dest string) (string, error) {
 	case err != nil:
 		return "", fmt.Errorf("%w: destination: %v", ErrInvalidArgument, err)
 	case fi.Mode()&os.ModeSymlink != 0:
-		return "", fmt.Errorf("%w: destination %s is a symbolic link; give the path it points to", ErrInvalidArgument, abs)
+		return "", fmt.Errorf("%w: destination %q is a symbolic link; give the path it points to", ErrInvalidArgument, abs)
 	case !fi.IsDir():
-		return "", fmt.Errorf("%w: destination %s exists and is not a directory", ErrInvalidArgument, abs)
+		return "", fmt.Errorf("%w: destination %q exists and is not a directory", ErrInvalidArgument, abs)
 	}
 	return abs, nil
 }

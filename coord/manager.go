@@ -41,8 +41,9 @@ type Config struct {
 	LockDir string
 	// Endpoints are etcd client URLs.
 	Endpoints []string
-	// Fallback "file" lets a Manager whose etcd is unreachable lock on this
-	// host only, with a warning. Empty (or "none") fails closed.
+	// Fallback "file" lets an auto Manager whose etcd is unreachable lock on
+	// this host only, with a warning. Empty (or "none") fails closed. An
+	// explicit Backend "etcd" never falls back.
 	Fallback string
 }
 
@@ -81,10 +82,10 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	kind := cfg.Backend
+	kind, auto := cfg.Backend, false
 	switch kind {
 	case "", BackendAuto:
-		kind = BackendFile
+		kind, auto = BackendFile, true
 		if len(cfg.Endpoints) > 0 {
 			kind = BackendEtcd
 		}
@@ -101,7 +102,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	var err error
 	if kind == BackendEtcd {
 		b, err = newEtcdBackend(ctx, cfg)
-		if err != nil && cfg.Fallback == BackendFile {
+		if err != nil && auto && cfg.Fallback == BackendFile {
 			o.log.Warn("etcd unreachable; falling back to file locks on this host only: processes on other hosts are NOT excluded",
 				zap.Strings("endpoints", cfg.Endpoints), zap.Error(err))
 			kind = BackendFile
@@ -146,6 +147,9 @@ func newFileBackend(dir string) (backend, error) {
 
 // newEtcdBackend fails closed until the etcd backend exists.
 func newEtcdBackend(_ context.Context, cfg Config) (backend, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, fmt.Errorf("%w: etcd: no endpoints configured (--etcd-endpoints, COORD_ETCD_ENDPOINTS)", ErrBackendUnavailable)
+	}
 	return nil, fmt.Errorf("%w: etcd %s: this build has no etcd backend (use --fallback=file to lock on this host only)",
 		ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","))
 }

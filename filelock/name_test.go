@@ -2,9 +2,9 @@ package filelock
 
 import (
 	"errors"
-	"time"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 )
 

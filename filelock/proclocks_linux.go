@@ -76,6 +76,8 @@ func parseLockTable(b []byte) lockTable {
 	return t
 }
 
+func (t lockTable) readable() bool { return t != nil }
+
 // lookup returns what the kernel knows of f; ok is false when the table
 // has nothing for it (no /proc, or a file system whose device numbers in
 // /proc/locks differ from stat's, such as btrfs subvolumes or overlayfs).

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -69,14 +71,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
-		Name:            "coord",
-		Usage:           "locks and download coordination for shared toolchain storage",
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideHelpCommand: true,
-		HideVersion:     true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // exit codes are ours
-		OnUsageError:    usageErr,
+		Name:           "coord",
+		Usage:          "locks and download coordination for shared toolchain storage",
+		Writer:         stdout,
+		ErrWriter:      stderr,
+		HideVersion:    true,
+		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
+		OnUsageError:   usageErr,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagBackend, EnvVars: []string{envBackend}, Value: coord.BackendAuto, Usage: "auto, file or etcd"},
 			&cli.StringFlag{Name: flagLockDir, EnvVars: []string{envLockDir}, Usage: "lock directory of the file backend (default ~/.toolchainkit/locks)"},
@@ -162,28 +163,55 @@ func exitCode(err error) int {
 	return exitInternal
 }
 
+// oneLine makes a message one printable line: whitespace runs become one
+// space, other control characters and invalid UTF-8 are escaped, so that a
+// hostile name or path cannot drive the terminal.
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
+	var b strings.Builder
+	for _, f := range strings.Fields(err.Error()) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		for i, r := range f {
+			switch {
+			case r == utf8.RuneError:
+				fmt.Fprintf(&b, "\\x%02x", f[i])
+			case unicode.IsControl(r):
+				fmt.Fprintf(&b, "\\x%02x", r)
+			default:
+				b.WriteRune(r)
+			}
+		}
+	}
+	return b.String()
 }
 
 // newLogger builds the logger from --log-level and --log-format; it writes
 // to stderr.
 func newLogger(c *cli.Context) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(c.String(flagLogLevel))
+	// An empty value, such as an exported but empty variable, is the default.
+	level, format := c.String(flagLogLevel), c.String(flagLogFormat)
+	if level == "" {
+		level = "warn"
+	}
+	if format == "" {
+		format = "console"
+	}
+	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, usagef("--%s: %v", flagLogLevel, err)
 	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	var e zapcore.Encoder
-	switch c.String(flagLogFormat) {
+	switch format {
 	case "console":
 		enc.EncodeLevel = zapcore.CapitalLevelEncoder
 		e = zapcore.NewConsoleEncoder(enc)
 	case "json":
 		e = zapcore.NewJSONEncoder(enc)
 	default:
-		return nil, usagef("--%s %q: want console or json", flagLogFormat, c.String(flagLogFormat))
+		return nil, usagef("--%s %q: want console or json", flagLogFormat, format)
 	}
 	return zap.New(zapcore.NewCore(e, zapcore.AddSync(c.App.ErrWriter), lvl)), nil
 }
