@@ -71,7 +71,7 @@ func buildAndRun(m *testing.M) int {
 
 // worker takes the lock "counter" COORD_TEST_ITER times through the
 // library. Inside the critical section it logs its entry and exit to
-// <dir>/../inout ("+ pid unixnano" / "- pid"), increments <dir>/../counter
+// <dir>/../inout ("+ pid unixnano" / "- pid unixnano"), increments <dir>/../counter
 // and appends its fencing token to <dir>/../tokens, all with O_APPEND.
 func worker(role string) error {
 	if role != "counter" {
@@ -109,7 +109,7 @@ func worker(role string) error {
 		if err := appendLine(filepath.Join(root, "tokens"), strconv.FormatInt(l.Token(), 10)); err != nil {
 			return err
 		}
-		if err := appendLine(filepath.Join(root, "inout"), fmt.Sprintf("- %d", os.Getpid())); err != nil {
+		if err := appendLine(filepath.Join(root, "inout"), fmt.Sprintf("- %d %d", os.Getpid(), time.Now().UnixNano())); err != nil {
 			return err
 		}
 		if err := l.Unlock(); err != nil {
