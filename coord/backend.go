@@ -105,6 +105,8 @@ func fileError(err error) error {
 		return fmt.Errorf("%w: %v", ErrInvalidName, err)
 	case errors.Is(err, filelock.ErrClosed):
 		return ErrClosed
+	case errors.Is(err, filelock.ErrUnsafeFile):
+		return fmt.Errorf("%w: file: %v", ErrBackendUnavailable, err)
 	}
 	return err
 }

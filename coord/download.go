@@ -68,6 +68,7 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	if complete(dest) {
 		return d, nil
 	}
+	start := time.Now()
 	o := lockOptions{timeout: DefaultToolchainTimeout}
 	for _, opt := range opts {
 		opt(&o)
@@ -96,6 +97,10 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 			}
 			l, err = c.m.lock(ctx, name, false, o.timeout)
 		}
+	}
+	var te *TimeoutError
+	if errors.As(err, &te) && te.Waited > 0 {
+		te.Waited = time.Since(start)
 	}
 	if err != nil {
 		return nil, err

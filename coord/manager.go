@@ -270,6 +270,9 @@ func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout ti
 	if closed {
 		return nil, ErrClosed
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("lock %q: %w", name, err)
+	}
 	start := time.Now()
 	wctx := ctx
 	if timeout > 0 {

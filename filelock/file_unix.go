@@ -3,7 +3,6 @@
 package filelock
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -138,4 +137,4 @@ func (f *file) writeAt(b []byte, off int64) error {
 
 func (f *file) close() error { return unix.Close(f.fd) }
 
-var errSymlink = errors.New("is a symbolic link; refusing to follow it")
+var errSymlink = fmt.Errorf("%w: a symbolic link", ErrUnsafeFile)

@@ -108,4 +108,4 @@ func (f *file) writeAt(b []byte, off int64) error {
 
 func (f *file) close() error { return f.f.Close() }
 
-var errSymlink = errors.New("is a symbolic link or reparse point; refusing to follow it")
+var errSymlink = fmt.Errorf("%w: a symbolic link or reparse point", ErrUnsafeFile)

@@ -19,6 +19,10 @@ var (
 	ErrInvalidName = errors.New("invalid lock name")
 	// ErrClosed is returned by a Locker after Close.
 	ErrClosed = errors.New("locker is closed")
+	// ErrUnsafeFile is returned when a lock file's path holds a symbolic
+	// link, a hard link or anything but a regular file: it is never
+	// opened for writing.
+	ErrUnsafeFile = errors.New("unsafe lock file")
 )
 
 // maxIdle bounds the lock files a Locker keeps open between acquisitions.
@@ -482,9 +486,9 @@ func readHeader(f *file) (header, error) {
 func checkRegular(regular bool, nlink uint64) error {
 	switch {
 	case !regular:
-		return errors.New("not a regular file")
+		return fmt.Errorf("%w: not a regular file", ErrUnsafeFile)
 	case nlink != 1:
-		return fmt.Errorf("has %d hard links; refusing to write to it", nlink)
+		return fmt.Errorf("%w: %d hard links", ErrUnsafeFile, nlink)
 	}
 	return nil
 }

@@ -93,8 +93,10 @@ func TestLibraryCounter(t *testing.T) {
 // dies with it (Linux: parent-death signal).
 func TestKilledHolderReleases(t *testing.T) {
 	dir, root := lockDir(t)
-	holder := startCoord(t, dir, "lock", "k", "--", "sh", "-c", "echo $$ > pidfile; exec sleep 60")
+	// The command starts a process of its own: it must die too.
+	holder := startCoord(t, dir, "lock", "k", "--", "sh", "-c", "sleep 60 & echo $! > grandchild; echo $$ > pidfile; wait")
 	child := childPID(t, filepath.Join(root, "pidfile"))
+	grandchild := childPID(t, filepath.Join(root, "grandchild"))
 
 	killed := time.Now()
 	if err := holder.cmd.Process.Kill(); err != nil {
@@ -104,6 +106,8 @@ func TestKilledHolderReleases(t *testing.T) {
 	if runtime.GOOS == "linux" {
 		goneAfter := waitGone(t, child, time.Second).Sub(killed)
 		t.Logf("child %d gone %s after the SIGKILL of coord", child, goneAfter.Round(time.Microsecond))
+		goneAfter = waitGone(t, grandchild, time.Second).Sub(killed)
+		t.Logf("grandchild %d gone %s after the SIGKILL of coord", grandchild, goneAfter.Round(time.Microsecond))
 	}
 	if code := next.wait(10 * time.Second); code != 0 {
 		t.Fatalf("next `coord lock --timeout 5s k` exited %d after the holder was killed, want 0:\n%s", code, next.output())

@@ -42,6 +42,7 @@ const (
 	envToken       = "COORD_FENCING_TOKEN"
 	envDest        = "COORD_DEST"
 	envToolchainID = "COORD_TOOLCHAIN_ID"
+	envPID         = "COORD_PID"
 )
 
 // Exit statuses (sysexits), decided only in exitCode.
@@ -60,6 +61,9 @@ const (
 // run is the whole program: it parses args, runs one command and returns
 // the exit status. It writes only to stdout and stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 1 && args[1] == guardCommand {
+		return guard(args[2:], stderr)
+	}
 	app := newApp(stdout, stderr)
 	err := app.RunContext(ctx, args)
 	code := exitCode(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -33,21 +35,36 @@ type child struct {
 // "kill") or warned about ("warn"). The result is a *childExit with the
 // child's status, wrapping coord.ErrLockLost if the lock was lost.
 //
-// On Linux the child gets SIGKILL when coord dies, even by SIGKILL; on
-// Windows a job object kills it; elsewhere it survives a SIGKILLed coord. When
-// stdin is not a terminal the child leads its own process group and
-// signals go to the whole group; at a terminal it stays in coord's group
-// so that it can read the terminal, and the terminal's own ^C reaches it.
-func (ch *child) run() (lostErr bool, err error) {
+// When stdin is not a terminal the child leads its own process group:
+// signals go to the whole group, and when the child exits whatever it left
+// in the group is killed. On Linux a guard (see guardCommand) kills the
+// group if coord dies, even by SIGKILL; on Windows a job object does. At a
+// terminal the child stays in coord's group so that it can read the
+// terminal, and the terminal's own ^C reaches it; there only the child
+// itself is killed if coord dies (Linux).
+func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 	interactive := term.IsTerminal(int(os.Stdin.Fd()))
-	cmd := exec.Command(ch.argv[0], ch.argv[1:]...)
-	cmd.Env = ch.env
+	path, err := exec.LookPath(ch.argv[0])
+	if err != nil {
+		code := exitNotFound
+		if errors.Is(err, os.ErrPermission) {
+			code = exitNotExec
+		}
+		return false, &exitCodeError{code, fmt.Errorf("run %q: %w", ch.argv[0], err)}
+	}
+	argv := guardedArgv(append([]string{path}, ch.argv[1:]...), interactive)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(ch.env, envPID+"="+strconv.Itoa(os.Getpid()))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, ch.stdout, ch.stderr
 	cmd.SysProcAttr = sysProcAttr(interactive)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	if err := ctx.Err(); err != nil {
+		// A signal came before we listened for it: do not start.
+		return false, err
+	}
 
 	// The parent-death signal follows the thread that forked the child:
 	// keep this goroutine on it until the child is gone.
@@ -60,7 +77,7 @@ func (ch *child) run() (lostErr bool, err error) {
 		}
 		return false, &exitCodeError{code, fmt.Errorf("run %q: %w", ch.argv[0], err)}
 	}
-	defer tieToParent(cmd)()
+	defer tieToParent(cmd, interactive)()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 

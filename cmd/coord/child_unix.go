@@ -17,6 +17,13 @@ func signalChild(cmd *exec.Cmd, s syscall.Signal, interactive bool) {
 	cmd.Process.Signal(s)
 }
 
-// tieToParent does nothing: sysProcAttr ties the child to coord where the
-// OS can.
-func tieToParent(*exec.Cmd) (release func()) { return func() {} }
+// tieToParent returns a function that, once the child has exited, kills
+// what it left running in its process group: nothing may go on working
+// after the lock is released.
+func tieToParent(cmd *exec.Cmd, interactive bool) (release func()) {
+	return func() {
+		if !interactive {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}
+}

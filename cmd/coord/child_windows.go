@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"os/exec"
 	"syscall"
 	"unsafe"
@@ -10,11 +12,20 @@ import (
 
 func sysProcAttr(bool) *syscall.SysProcAttr { return nil }
 
+const guardCommand = "__guard"
+
+func guardedArgv(argv []string, _ bool) []string { return argv }
+
+func guard(_ []string, stderr io.Writer) int {
+	fmt.Fprintln(stderr, "coord: __guard is Linux only")
+	return exitUsage
+}
+
 // tieToParent puts the child in a job object that kills it when the job's
 // last handle closes, which happens when coord exits or is killed. The
 // child runs for a moment before it is assigned; a child it starts in that
 // moment is not in the job.
-func tieToParent(cmd *exec.Cmd) (release func()) {
+func tieToParent(cmd *exec.Cmd, _ bool) (release func()) {
 	job, err := windows.CreateJobObject(nil, nil)
 	if err != nil {
 		return func() {}

@@ -86,7 +86,7 @@ func runDownload(c *cli.Context) error {
 		defer close(progressDone)
 		publishProgress(ctx, d)
 	}()
-	lost, err := ch.run()
+	lost, err := ch.run(c.Context)
 	cancel()
 	<-progressDone
 	if lost {

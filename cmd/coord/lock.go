@@ -88,7 +88,7 @@ func runLock(c *cli.Context) error {
 		lost:   l.Lost(),
 		onLost: onLost,
 	}
-	lost, err := ch.run()
+	lost, err := ch.run(c.Context)
 	if lost {
 		return fmt.Errorf("%w while the command ran (%v)", coord.ErrLockLost, exitCode(err))
 	}
