@@ -49,7 +49,7 @@ go test -run '^$' -count "$count" -benchtime 100x -bench 'Process' ./integration
 		}
 		for (i = 1; i <= k; i++) {
 			split(order[i], p, "_"); g = p[1]; m = median(order[i])
-			r = (g in own && m > 0) ? sprintf("%.2f", own[g] / m) : "-"
+			r = (g in own && m > 0) ? sprintf("%.3g", own[g] / m) : "-"
 			if (p[2] == "Locker" || p[2] == "Coord") r = "1 (coord)"
 			printf "| %s | %s | %s (%s) | %s |\n", g, p[2], human(m), units[order[i]], r
 		}

@@ -13,7 +13,7 @@ import (
 //	[16:24)  token    uint64, little endian: the last token handed out
 //	[24:32)  since    int64, Unix nanoseconds when the holder acquired
 //	[32:36)  length   uint32 of the holder record; 0 = no exclusive holder
-//	[36:40)  crc      CRC-32C of bytes [16:36) and the record
+//	[36:40)  crc      CRC-32 (IEEE) of bytes [16:36) and the record
 //	[40:…)   record   opaque bytes given by the holder
 const (
 	hdrOff       = 16
@@ -23,16 +23,14 @@ const (
 	MaxRecordLen = 16 << 10
 )
 
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
-
 // encodeHeader appends the header and record to buf and returns it.
 func encodeHeader(buf []byte, token uint64, since time.Time, rec []byte) []byte {
 	start := len(buf)
 	buf = binary.LittleEndian.AppendUint64(buf, token)
 	buf = binary.LittleEndian.AppendUint64(buf, uint64(since.UnixNano()))
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(rec)))
-	crc := crc32.Update(0, crcTable, buf[start:])
-	crc = crc32.Update(crc, crcTable, rec)
+	crc := crc32.Update(0, crc32.IEEETable, buf[start:])
+	crc = crc32.Update(crc, crc32.IEEETable, rec)
 	buf = binary.LittleEndian.AppendUint32(buf, crc)
 	return append(buf, rec...)
 }
@@ -63,8 +61,8 @@ func decodeHeader(b []byte) (header, error) {
 		return h, fmt.Errorf("holder record: length %d out of range", n)
 	}
 	rec := b[hdrLen : hdrLen+int(n)]
-	crc := crc32.Update(0, crcTable, b[:20])
-	crc = crc32.Update(crc, crcTable, rec)
+	crc := crc32.Update(0, crc32.IEEETable, b[:20])
+	crc = crc32.Update(crc, crc32.IEEETable, rec)
 	if crc != binary.LittleEndian.Uint32(b[20:]) {
 		return h, fmt.Errorf("holder record: checksum mismatch")
 	}
