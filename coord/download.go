@@ -220,6 +220,15 @@ func (d *Download) Lost() <-chan struct{} {
 	return d.lock.Lost()
 }
 
+// File returns the lock's File (see Lock.File); ErrClosed unless
+// ShouldDownload.
+func (d *Download) File() (*os.File, error) {
+	if d.lock == nil {
+		return nil, ErrClosed
+	}
+	return d.lock.File()
+}
+
 // SetProgress publishes how many bytes of total (0 if unknown) are done, so
 // that waiters and `coord status` can show it.
 func (d *Download) SetProgress(done, total int64) error {

@@ -381,6 +381,20 @@ func (l *Lock) update(fn func(*Holder)) error {
 	return l.h.Update(l.self.record())
 }
 
+// File returns a new descriptor that keeps the lock held for as long as it
+// is open in any process: pass it to a child (exec.Cmd.ExtraFiles) so that
+// if this process dies, the lock is released only once the child is gone
+// too, as with flock(1). Unlock still releases it at once. The caller
+// closes the file. Only the file backend on Unix can do this; elsewhere
+// File returns errors.ErrUnsupported.
+func (l *Lock) File() (*os.File, error) {
+	f, ok := l.h.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return f.File()
+}
+
 // Unlock releases the lock. A second call returns ErrClosed.
 func (l *Lock) Unlock() error {
 	l.mu.Lock()

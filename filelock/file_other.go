@@ -2,7 +2,10 @@
 
 package filelock
 
-import "errors"
+import (
+	"errors"
+	"os"
+)
 
 type dirRef struct{ path string }
 
@@ -12,11 +15,12 @@ func openDir(path string) (*dirRef, error) {
 	return nil, errors.ErrUnsupported
 }
 
-func (d *dirRef) close() error                     { return nil }
-func (d *dirRef) open(string, bool) (*file, error) { return nil, errors.ErrUnsupported }
-func (d *dirRef) stillAt(string, *file) bool       { return false }
-func (f *file) lock(bool, bool) (bool, error)      { return false, errors.ErrUnsupported }
-func (f *file) unlock() error                      { return errors.ErrUnsupported }
-func (f *file) readAt([]byte, int64) (int, error)  { return 0, errors.ErrUnsupported }
-func (f *file) writeAt([]byte, int64) error        { return errors.ErrUnsupported }
-func (f *file) close() error                       { return nil }
+func (d *dirRef) close() error                       { return nil }
+func (d *dirRef) open(string, bool) (*file, error)   { return nil, errors.ErrUnsupported }
+func (d *dirRef) stillAt(string, *file) bool         { return false }
+func (f *file) lock(bool, bool) (bool, error)        { return false, errors.ErrUnsupported }
+func (f *file) unlock() error                        { return errors.ErrUnsupported }
+func (f *file) readAt([]byte, int64) (int, error)    { return 0, errors.ErrUnsupported }
+func (f *file) writeAt([]byte, int64) error          { return errors.ErrUnsupported }
+func (f *file) close() error                         { return nil }
+func (f *file) inheritable(string) (*os.File, error) { return nil, errors.ErrUnsupported }

@@ -137,4 +137,14 @@ func (f *file) writeAt(b []byte, off int64) error {
 
 func (f *file) close() error { return unix.Close(f.fd) }
 
+// inheritable returns a new descriptor of f's open file description, which
+// shares its flock lock.
+func (f *file) inheritable(name string) (*os.File, error) {
+	fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
 var errSymlink = fmt.Errorf("%w: a symbolic link", ErrUnsafeFile)

@@ -108,4 +108,7 @@ func (f *file) writeAt(b []byte, off int64) error {
 
 func (f *file) close() error { return f.f.Close() }
 
+// inheritable: a LockFileEx lock belongs to one handle in one process.
+func (f *file) inheritable(string) (*os.File, error) { return nil, errors.ErrUnsupported }
+
 var errSymlink = fmt.Errorf("%w: a symbolic link or reparse point", ErrUnsafeFile)

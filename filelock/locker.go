@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 )
@@ -288,6 +287,7 @@ type Lock struct {
 
 	mu       sync.Mutex
 	released bool
+	exported bool // File was called: others may share the descriptor
 	buf      []byte
 }
 
@@ -331,7 +331,23 @@ func (k *Lock) write(record []byte) error {
 	return nil
 }
 
-// Unlock releases the lock. Calling it again does nothing.
+// File returns a new descriptor that holds this lock for as long as it is
+// open in any process, even after this one exits, unless Unlock is called:
+// give it to a child (exec.Cmd.ExtraFiles) so that the lock outlives this
+// process until the child is gone, as flock(1) does. The caller closes it.
+// On Windows it returns errors.ErrUnsupported.
+func (k *Lock) File() (*os.File, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.released {
+		return nil, ErrClosed
+	}
+	k.exported = true
+	return k.f.inheritable(filepath.Join(k.l.dir.path, k.fname))
+}
+
+// Unlock releases the lock, in every process that holds a descriptor from
+// File too. Calling it again does nothing.
 func (k *Lock) Unlock() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -344,6 +360,10 @@ func (k *Lock) Unlock() error {
 	if err := k.f.unlock(); err != nil {
 		k.f.close()
 		return fmt.Errorf("unlock: %w", err)
+	}
+	if k.exported {
+		// A child may still hold the descriptor: never lock through it again.
+		return k.f.close()
 	}
 	k.l.put(k.fname, k.f)
 	return nil
@@ -492,6 +512,3 @@ func checkRegular(regular bool, nlink uint64) error {
 	}
 	return nil
 }
-
-// String returns the lock's file name, for messages.
-func (k *Lock) String() string { return strings.TrimSuffix(k.fname, fileSuffix) }

@@ -310,3 +310,22 @@ func snapshot(t *testing.T, root, skip string) []string {
 	}
 	return out
 }
+
+// 3b. Lock.File keeps the lock held in a child after its holder died
+// without unlocking; the CLI's guard relies on it.
+func TestLockFileOutlivesHolder(t *testing.T) {
+	dir, root := lockDir(t)
+	w := start(t, root, env(dir, envWorker+"=inherit", envWorkerDir+"="+dir), os.Args[0])
+	if code := w.wait(procTimeout); code != 0 {
+		t.Fatalf("worker exited %d:\n%s", code, w.output())
+	}
+	sleeper := childPID(t, filepath.Join(root, "sleeper"))
+	if code, out := runCoord(t, dir, "lock", "--timeout", "0", "inherit", "--", "true"); code != 75 {
+		t.Fatalf("holder dead, its child alive: `coord lock --timeout 0` exited %d, want 75:\n%s", code, out)
+	}
+	syscall.Kill(sleeper, syscall.SIGKILL)
+	waitGone(t, sleeper, time.Second)
+	if code, out := runCoord(t, dir, "lock", "--timeout", "1s", "inherit", "--", "true"); code != 0 {
+		t.Fatalf("after the child died, `coord lock` exited %d, want 0:\n%s", code, out)
+	}
+}

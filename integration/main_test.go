@@ -74,7 +74,11 @@ func buildAndRun(m *testing.M) int {
 // <dir>/../inout ("+ pid unixnano" / "- pid unixnano"), increments <dir>/../counter
 // and appends its fencing token to <dir>/../tokens, all with O_APPEND.
 func worker(role string) error {
-	if role != "counter" {
+	switch role {
+	case "counter":
+	case "inherit":
+		return inheritWorker(os.Getenv(envWorkerDir))
+	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
 	dir := os.Getenv(envWorkerDir)
@@ -117,6 +121,30 @@ func worker(role string) error {
 		}
 	}
 	return nil
+}
+
+// inheritWorker takes the lock "inherit", starts `sleep 60` with the lock's
+// File, writes the sleeper's pid to <dir>/../sleeper and exits without
+// unlocking.
+func inheritWorker(dir string) error {
+	m, err := coord.New(context.Background(), coord.Config{Backend: coord.BackendFile, LockDir: dir})
+	if err != nil {
+		return err
+	}
+	l, err := m.Lock(context.Background(), "inherit", coord.WithTimeout(0))
+	if err != nil {
+		return err
+	}
+	f, err := l.File()
+	if err != nil {
+		return err
+	}
+	sleeper := exec.Command("sleep", "60")
+	sleeper.ExtraFiles = []*os.File{f}
+	if err := sleeper.Start(); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(filepath.Dir(dir), "sleeper"), []byte(strconv.Itoa(sleeper.Process.Pid)), 0o644)
 }
 
 func appendLine(path, line string) error {

@@ -28,6 +28,10 @@ type child struct {
 	stderr io.Writer
 	lost   <-chan struct{} // closed if the lock is lost
 	onLost string          // "kill" or "warn"
+	// lockFile, if not nil, holds the lock while open; the child inherits
+	// it (fd 3), so that if coord dies the lock is released only when the
+	// child is gone too.
+	lockFile *os.File
 }
 
 // run starts the child and waits for it. SIGINT, SIGTERM and SIGHUP sent to
@@ -57,6 +61,9 @@ func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 	cmd.Env = append(ch.env, envPID+"="+strconv.Itoa(os.Getpid()))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, ch.stdout, ch.stderr
 	cmd.SysProcAttr = sysProcAttr(interactive)
+	if ch.lockFile != nil {
+		cmd.ExtraFiles = []*os.File{ch.lockFile}
+	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)

@@ -86,6 +86,10 @@ func runDownload(c *cli.Context) error {
 		defer close(progressDone)
 		publishProgress(ctx, d)
 	}()
+	if f, err := d.File(); err == nil {
+		ch.lockFile = f
+		defer f.Close()
+	}
 	lost, err := ch.run(c.Context)
 	cancel()
 	<-progressDone

@@ -19,6 +19,8 @@ import (
 // running, without the lock, when coord is killed with SIGKILL. Under
 // coord, in its own process group, the guard runs CMD and waits; the
 // kernel sends it SIGUSR2 when coord dies, and it kills the whole group.
+// The guard inherits the lock's descriptor, so the lock is released only
+// when the guard dies, which it does last, with its group.
 const guardCommand = "__guard"
 
 // guardedArgv wraps argv in a guard when the child gets its own group.
@@ -47,6 +49,8 @@ func guard(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "coord: usage: coord __guard PID -- CMD [ARG...] (internal)")
 		return exitUsage
 	}
+	// fd 3 is coord's lock: we hold it until we die, CMD does not inherit it.
+	syscall.CloseOnExec(3)
 	parent, err := strconv.Atoi(args[0])
 	if err != nil {
 		fmt.Fprintln(stderr, "coord: guard: bad pid")

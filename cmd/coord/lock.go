@@ -88,6 +88,10 @@ func runLock(c *cli.Context) error {
 		lost:   l.Lost(),
 		onLost: onLost,
 	}
+	if f, err := l.File(); err == nil {
+		ch.lockFile = f
+		defer f.Close()
+	}
 	lost, err := ch.run(c.Context)
 	if lost {
 		return fmt.Errorf("%w while the command ran (%v)", coord.ErrLockLost, exitCode(err))
