@@ -320,6 +320,7 @@ func TestLockFileOutlivesHolder(t *testing.T) {
 		t.Fatalf("worker exited %d:\n%s", code, w.output())
 	}
 	sleeper := childPID(t, filepath.Join(root, "sleeper"))
+	t.Cleanup(func() { syscall.Kill(sleeper, syscall.SIGKILL) })
 	if code, out := runCoord(t, dir, "lock", "--timeout", "0", "inherit", "--", "true"); code != 75 {
 		t.Fatalf("holder dead, its child alive: `coord lock --timeout 0` exited %d, want 75:\n%s", code, out)
 	}
