@@ -1,11 +1,13 @@
 package filelock_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -277,5 +279,55 @@ func TestClosed(t *testing.T) {
 	l.Close()
 	if _, err := l.Lock(context.Background(), "x", false, false, nil); !errors.Is(err, filelock.ErrClosed) {
 		t.Fatalf("Lock after Close = %v; want ErrClosed", err)
+	}
+}
+
+// Readers racing a writer see a whole record, old or new, never a mix.
+func TestRecordNeverTorn(t *testing.T) {
+	dir := t.TempDir()
+	a, b := newLocker(t, dir), newLocker(t, dir)
+	k := lock(t, a, "torn", false)
+	defer k.Unlock()
+	recs := [][]byte{[]byte(`{"pid":1}`), bytes.Repeat([]byte("a"), 200), bytes.Repeat([]byte("b"), 3000)}
+	stop := make(chan struct{})
+	writes := make(chan int)
+	go func() {
+		n := 0
+		defer func() { writes <- n }()
+		for ; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := k.Update(recs[1+n%2]); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	const reads = 500
+	missing := 0
+	for range reads {
+		info, err := b.Inspect("torn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Record == nil {
+			missing++
+			continue
+		}
+		if !slices.ContainsFunc(recs, func(r []byte) bool { return bytes.Equal(r, info.Record) }) {
+			t.Fatalf("read a record that was never written: %d bytes starting %q", len(info.Record), info.Record[:min(20, len(info.Record))])
+		}
+	}
+	close(stop)
+	n := <-writes
+	t.Logf("%d reads during %d updates; %d found no whole record after retries", reads, n, missing)
+	if n < reads {
+		t.Errorf("only %d updates raced %d reads", n, reads)
+	}
+	if missing > reads/10 {
+		t.Errorf("%d of %d reads found no whole record", missing, reads)
 	}
 }
