@@ -64,21 +64,15 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	if err != nil {
 		return nil, err
 	}
+	o, err := resolve(ctx, DefaultToolchainTimeout, opts)
+	if err != nil {
+		return nil, err
+	}
 	d := &Download{m: c.m, id: id, dest: dest}
 	if complete(dest) {
 		return d, nil
 	}
 	start := time.Now()
-	o := lockOptions{timeout: DefaultToolchainTimeout}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.timeout < 0 {
-		return nil, fmt.Errorf("%w: negative timeout %s", ErrInvalidArgument, o.timeout)
-	}
-	if _, ok := ctx.Deadline(); ok && !o.explicit {
-		o.timeout = -1
-	}
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)

@@ -246,17 +246,28 @@ func checkName(name string) error {
 }
 
 func (m *Manager) acquire(ctx context.Context, name string, def time.Duration, opts []LockOption) (*Lock, error) {
+	o, err := resolve(ctx, def, opts)
+	if err != nil {
+		return nil, err
+	}
+	return m.lock(ctx, name, o.shared, o.timeout)
+}
+
+// resolve applies opts over the kind's default timeout def. Without
+// WithTimeout, a ctx deadline replaces the default: timeout -1 means that
+// ctx alone bounds the wait.
+func resolve(ctx context.Context, def time.Duration, opts []LockOption) (lockOptions, error) {
 	o := lockOptions{timeout: def}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.timeout < 0 {
-		return nil, fmt.Errorf("%w: negative timeout %s", ErrInvalidArgument, o.timeout)
+		return o, fmt.Errorf("%w: negative timeout %s", ErrInvalidArgument, o.timeout)
 	}
 	if _, ok := ctx.Deadline(); ok && !o.explicit {
-		o.timeout = -1 // ctx alone bounds the wait
+		o.timeout = -1
 	}
-	return m.lock(ctx, name, o.shared, o.timeout)
+	return o, nil
 }
 
 // lock acquires name; timeout 0 tries once, < 0 waits until ctx ends.
