@@ -266,6 +266,13 @@ func (d *Download) Commit() error {
 	if err != nil || !fi.IsDir() {
 		return fmt.Errorf("download %q: staging directory %s is gone", d.id, d.staging)
 	}
+	if complete(d.dest) {
+		// Only a download under another id can have done this: never
+		// replace a complete dest that others may be using. Close
+		// discards ours.
+		d.m.log.Warn("destination completed by another download; keeping it", zap.String("id", d.id), zap.String("dest", d.dest))
+		return nil
+	}
 	self := d.lock.Holder()
 	b, _ := json.Marshal(marker{ID: d.id, Host: self.Host, PID: self.PID, Token: d.lock.Token(), Time: time.Now().UTC()})
 	if err := writeSynced(filepath.Join(d.staging, MarkerName), b); err != nil {
