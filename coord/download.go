@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,10 +148,14 @@ func complete(dest string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// Names of our siblings of dest: the staging directory of a download, and
-// an incomplete dest moved aside by Commit.
-func stagingPrefix(dest string) string { return "." + filepath.Base(dest) + ".coord-staging-" }
-func oldPrefix(dest string) string     { return "." + filepath.Base(dest) + ".coord-old-" }
+// sibling returns the name prefix of our siblings of dest: kind "staging"
+// for a download's staging directory, "old" for an incomplete dest that
+// Commit moved aside. The id's hash is part of it, so that a downloader
+// removes only what downloads of its own id left behind.
+func (d *Download) sibling(kind string) string {
+	sum := sha256.Sum256([]byte(d.id))
+	return fmt.Sprintf(".%s.coord-%s-%x-", filepath.Base(d.dest), kind, sum[:4])
+}
 
 // prepare removes what dead downloaders left beside dest, which only the
 // lock holder may do, and makes a fresh staging directory.
@@ -165,14 +170,14 @@ func (d *Download) prepare() error {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, stagingPrefix(d.dest)) || strings.HasPrefix(n, oldPrefix(d.dest)) {
+		if strings.HasPrefix(n, d.sibling("staging")) || strings.HasPrefix(n, d.sibling("old")) {
 			d.m.log.Info("removing stale staging directory", zap.String("id", d.id), zap.String("path", filepath.Join(parent, n)))
 			if err := os.RemoveAll(filepath.Join(parent, n)); err != nil {
 				return fmt.Errorf("download %q: remove stale staging: %w", d.id, err)
 			}
 		}
 	}
-	staging, err := os.MkdirTemp(parent, stagingPrefix(d.dest))
+	staging, err := os.MkdirTemp(parent, d.sibling("staging"))
 	if err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
@@ -280,7 +285,7 @@ func (d *Download) Commit() error {
 	}
 	var old string
 	if _, err := os.Lstat(d.dest); err == nil {
-		old = filepath.Join(filepath.Dir(d.dest), oldPrefix(d.dest)+filepath.Base(d.staging)[len(stagingPrefix(d.dest)):])
+		old = filepath.Join(filepath.Dir(d.dest), d.sibling("old")+filepath.Base(d.staging)[len(d.sibling("staging")):])
 		if err := os.Rename(d.dest, old); err != nil {
 			return fmt.Errorf("download %q: move incomplete destination aside: %w", d.id, err)
 		}

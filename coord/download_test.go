@@ -2,6 +2,8 @@ package coord_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -96,7 +98,7 @@ func TestCoordinateRemovesStaleStagingAndReplacesIncompleteDest(t *testing.T) {
 	locks, parent := t.TempDir(), t.TempDir()
 	dest := filepath.Join(parent, "sdk")
 	// A dead downloader's staging dir and an incomplete dest without marker.
-	stale := filepath.Join(parent, ".sdk.coord-staging-123")
+	stale := filepath.Join(parent, ".sdk.coord-staging-"+idHash("sdk")+"-123")
 	os.MkdirAll(filepath.Join(stale, "deep"), 0o755)
 	os.MkdirAll(dest, 0o755)
 	os.WriteFile(filepath.Join(dest, "partial"), []byte("p"), 0o644)
@@ -158,4 +160,42 @@ func TestCoordinateBadDest(t *testing.T) {
 	if b, _ := os.ReadFile(file); string(b) != "keep" {
 		t.Fatalf("file changed to %q", b)
 	}
+}
+
+// Two ids downloading into one dest (a misuse): the second Commit keeps the
+// complete dest that others may already use, and drops its own staging.
+func TestCommitKeepsCompleteDest(t *testing.T) {
+	locks, parent := t.TempDir(), t.TempDir()
+	dest := filepath.Join(parent, "shared")
+	dc := coord.NewDownloadCoordinator(newManager(t, locks))
+	a, err := dc.Coordinate(context.Background(), "a", dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := dc.Coordinate(context.Background(), "b", dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(a.StagingDir(), "from"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(b.StagingDir(), "from"), []byte("b"), 0o644)
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if got, _ := os.ReadFile(filepath.Join(dest, "from")); string(got) != "b" {
+		t.Fatalf("dest/from = %q; want the first commit's %q", got, "b")
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+		t.Fatalf("parent holds %d entries; want dest alone", len(ents))
+	}
+}
+
+// idHash is the part of a staging directory's name that names its id.
+func idHash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:4])
 }
