@@ -31,8 +31,15 @@ const maxIdle = 64
 // use; locks taken through one Locker exclude each other as they exclude
 // other processes'.
 type Locker struct {
-	dir   *dirRef
+	path  string        // the lock directory, absolute
 	never chan struct{} // Lost() of every lock: a file lock is lost only with its process
+	done  chan struct{} // closed by Close: waits give up
+
+	// dir is nil once closed. Opening files through it holds the read
+	// lock, so that Close cannot close the descriptor (and the OS reuse
+	// its number for another directory) under an open.
+	dirMu sync.RWMutex
+	dir   *dirRef
 
 	mu      sync.Mutex
 	closed  bool
@@ -54,33 +61,60 @@ func New(dir string) (*Locker, error) {
 		return nil, fmt.Errorf("lock directory: %w", err)
 	}
 	return &Locker{
+		path:    abs,
 		dir:     d,
 		never:   make(chan struct{}),
+		done:    make(chan struct{}),
 		idle:    map[string][]*file{},
 		pending: map[waitKey]*waiter{},
 	}, nil
 }
 
 // Dir returns the absolute path of the lock directory.
-func (l *Locker) Dir() string { return l.dir.path }
+func (l *Locker) Dir() string { return l.path }
 
-// Close closes the files the Locker keeps open. Locks still held stay held
-// until their Unlock. A wait whose context ended may still be queued in the
-// kernel; it lets go of the lock the moment it is granted.
+// Close closes the files the Locker keeps open; Lock calls still waiting
+// return ErrClosed. Locks still held stay held until their Unlock. A wait
+// that gave up may still be queued in the kernel; it lets go of the lock
+// the moment it is granted.
 func (l *Locker) Close() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return nil
 	}
 	l.closed = true
+	close(l.done)
 	for _, fs := range l.idle {
 		for _, f := range fs {
 			f.close()
 		}
 	}
 	l.idle, l.nidle, l.pending = nil, 0, nil
-	return l.dir.close()
+	l.mu.Unlock()
+
+	l.dirMu.Lock()
+	defer l.dirMu.Unlock()
+	d := l.dir
+	l.dir = nil
+	return d.close()
+}
+
+// open opens a lock file in the directory, unless the Locker is closed.
+func (l *Locker) open(fname string, create bool) (*file, error) {
+	l.dirMu.RLock()
+	defer l.dirMu.RUnlock()
+	if l.dir == nil {
+		return nil, ErrClosed
+	}
+	return l.dir.open(fname, create)
+}
+
+// stillAt reports whether f is still the file called fname.
+func (l *Locker) stillAt(fname string, f *file) bool {
+	l.dirMu.RLock()
+	defer l.dirMu.RUnlock()
+	return l.dir != nil && l.dir.stillAt(fname, f)
 }
 
 // Lock acquires the lock name, exclusive or shared. With wait it blocks
@@ -124,13 +158,16 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 				return nil, err
 			}
 		}
-		if !l.dir.stillAt(fname, f) {
+		if !l.stillAt(fname, f) {
 			// The file was removed or replaced behind our back: the lock we
 			// hold excludes nobody. Start over on the file now there.
 			f.unlock()
 			f.close()
+			if l.isClosed() {
+				return nil, ErrClosed
+			}
 			if attempt >= 10 {
-				return nil, fmt.Errorf("lock file %s keeps being replaced", filepath.Join(l.dir.path, fname))
+				return nil, fmt.Errorf("lock file %s keeps being replaced", filepath.Join(l.path, fname))
 			}
 			continue
 		}
@@ -179,7 +216,13 @@ func (l *Locker) get(fname string) (*file, error) {
 		return f, nil
 	}
 	l.mu.Unlock()
-	return l.dir.open(fname, true)
+	return l.open(fname, true)
+}
+
+func (l *Locker) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
 }
 
 // put keeps f, which holds no lock, for the next Lock of fname.
@@ -211,7 +254,7 @@ type waiter struct {
 
 // wait blocks on f (or on a queued request it takes over) until the lock is
 // granted or ctx ends.
-func (l *Locker) wait(ctx context.Context, key waitKey, f *file) (*file, error) {
+func (l *Locker) wait(ctx context.Context, key waitKey, f *file) (_ *file, err error) {
 	l.mu.Lock()
 	w := l.pending[key]
 	if w != nil {
@@ -233,6 +276,9 @@ func (l *Locker) wait(ctx context.Context, key waitKey, f *file) (*file, error) 
 		}
 		return w.f, nil
 	case <-ctx.Done():
+		err = ctx.Err()
+	case <-l.done:
+		err = ErrClosed
 	}
 	l.mu.Lock()
 	select {
@@ -244,7 +290,7 @@ func (l *Locker) wait(ctx context.Context, key waitKey, f *file) (*file, error) 
 		} else {
 			w.f.close()
 		}
-		return nil, ctx.Err()
+		return nil, err
 	default:
 	}
 	w.abandoned = true
@@ -252,7 +298,7 @@ func (l *Locker) wait(ctx context.Context, key waitKey, f *file) (*file, error) 
 		l.pending[key] = w
 	}
 	l.mu.Unlock()
-	return nil, ctx.Err()
+	return nil, err
 }
 
 func (l *Locker) block(key waitKey, w *waiter) {
@@ -343,7 +389,7 @@ func (k *Lock) File() (*os.File, error) {
 		return nil, ErrClosed
 	}
 	k.exported = true
-	return k.f.inheritable(filepath.Join(k.l.dir.path, k.fname))
+	return k.f.inheritable(filepath.Join(k.l.path, k.fname))
 }
 
 // Unlock releases the lock, in every process that holds a descriptor from
@@ -402,7 +448,7 @@ func (l *Locker) Inspect(name string) (Info, error) {
 
 // List inspects every lock file in the directory, sorted by name.
 func (l *Locker) List() ([]Info, error) {
-	ents, err := os.ReadDir(l.dir.path)
+	ents, err := os.ReadDir(l.path)
 	if err != nil {
 		return nil, err
 	}
@@ -414,8 +460,8 @@ func (l *Locker) List() ([]Info, error) {
 			continue
 		}
 		info, err := l.inspect(e.Name(), table)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, ErrUnsafeFile) {
+			continue // gone meanwhile, or planted: not a lock of ours
 		}
 		if err != nil {
 			return nil, err
@@ -428,8 +474,8 @@ func (l *Locker) List() ([]Info, error) {
 }
 
 func (l *Locker) inspect(fname string, table lockTable) (Info, error) {
-	info := Info{File: filepath.Join(l.dir.path, fname)}
-	f, err := l.dir.open(fname, false)
+	info := Info{File: filepath.Join(l.path, fname)}
+	f, err := l.open(fname, false)
 	if err != nil {
 		return info, err
 	}

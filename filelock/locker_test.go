@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -329,5 +330,59 @@ func TestRecordNeverTorn(t *testing.T) {
 	}
 	if missing > reads/10 {
 		t.Errorf("%d of %d reads found no whole record", missing, reads)
+	}
+}
+
+// Close ends waits at once, and a Lock racing Close never creates a file
+// through a descriptor the OS has since given to another directory.
+func TestCloseRaces(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := t.TempDir()
+	holder := newLocker(t, dir)
+	held := lock(t, holder, "w", false)
+	l, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error)
+	go func() {
+		_, err := l.Lock(context.Background(), "w", false, true, nil)
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	l.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, filelock.ErrClosed) {
+			t.Fatalf("waiting Lock after Close = %v; want ErrClosed", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("waiting Lock still blocked 1s after Close")
+	}
+	held.Unlock()
+
+	other := t.TempDir()
+	for i := range 300 {
+		l, err := filelock.New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if k, err := l.Lock(context.Background(), fmt.Sprint("r", i), false, false, nil); err == nil {
+				k.Unlock()
+			}
+		}()
+		l.Close()
+		d, err := os.Open(other) // likely to get the number Close freed
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		d.Close()
+	}
+	if ents, _ := os.ReadDir(other); len(ents) != 0 {
+		t.Fatalf("%d files created in another directory", len(ents))
 	}
 }
