@@ -102,11 +102,11 @@ func fileError(err error) error {
 	case errors.Is(err, filelock.ErrBusy):
 		return errBusy
 	case errors.Is(err, filelock.ErrInvalidName):
-		return fmt.Errorf("%w: %v", ErrInvalidName, err)
+		return fmt.Errorf("%w: %w", ErrInvalidName, err)
 	case errors.Is(err, filelock.ErrClosed):
 		return ErrClosed
 	case errors.Is(err, filelock.ErrUnsafeFile):
-		return fmt.Errorf("%w: file: %v", ErrBackendUnavailable, err)
+		return fmt.Errorf("%w: file: %w", ErrBackendUnavailable, err)
 	}
 	return err
 }

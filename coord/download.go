@@ -61,7 +61,7 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	if err != nil {
 		return nil, err
 	}
-	dest, err = checkDest(dest)
+	dest, err = c.m.checkDest(dest)
 	if err != nil {
 		return nil, err
 	}
@@ -114,8 +114,9 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 }
 
 // checkDest makes dest absolute and refuses one that exists as anything but
-// a directory.
-func checkDest(dest string) (string, error) {
+// a directory, and one that holds the lock directory, the working directory
+// or the home directory: a typo must not move those aside.
+func (m *Manager) checkDest(dest string) (string, error) {
 	if dest == "" {
 		return "", fmt.Errorf("%w: empty destination", ErrInvalidArgument)
 	}
@@ -128,6 +129,13 @@ func checkDest(dest string) (string, error) {
 	}
 	if abs == filepath.Dir(abs) {
 		return "", fmt.Errorf("%w: destination %q is a file system root", ErrInvalidArgument, dest)
+	}
+	wd, _ := os.Getwd()
+	home, _ := os.UserHomeDir()
+	for _, p := range []string{m.lockDir, wd, home} {
+		if p != "" && (p == abs || strings.HasPrefix(p, abs+string(filepath.Separator))) {
+			return "", fmt.Errorf("%w: destination %q holds %s", ErrInvalidArgument, abs, p)
+		}
 	}
 	fi, err := os.Lstat(abs)
 	switch {
@@ -148,13 +156,12 @@ func complete(dest string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// sibling returns the name prefix of our siblings of dest: kind "staging"
-// for a download's staging directory, "old" for an incomplete dest that
-// Commit moved aside. The id's hash is part of it, so that a downloader
-// removes only what downloads of its own id left behind.
-func (d *Download) sibling(kind string) string {
+// stagingPrefix is the name prefix of dest's staging directories for this
+// id; the id's hash is part of it, so that a downloader removes only what
+// downloads of its own id left behind.
+func (d *Download) stagingPrefix() string {
 	sum := sha256.Sum256([]byte(d.id))
-	return fmt.Sprintf(".%s.coord-%s-%x-", filepath.Base(d.dest), kind, sum[:4])
+	return fmt.Sprintf(".%s.coord-staging-%x-", filepath.Base(d.dest), sum[:4])
 }
 
 // prepare removes what dead downloaders left beside dest, which only the
@@ -170,14 +177,14 @@ func (d *Download) prepare() error {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, d.sibling("staging")) || strings.HasPrefix(n, d.sibling("old")) {
+		if strings.HasPrefix(n, d.stagingPrefix()) {
 			d.m.log.Info("removing stale staging directory", zap.String("id", d.id), zap.String("path", filepath.Join(parent, n)))
 			if err := os.RemoveAll(filepath.Join(parent, n)); err != nil {
 				return fmt.Errorf("download %q: remove stale staging: %w", d.id, err)
 			}
 		}
 	}
-	staging, err := os.MkdirTemp(parent, d.sibling("staging"))
+	staging, err := os.MkdirTemp(parent, d.stagingPrefix())
 	if err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
@@ -247,10 +254,13 @@ type marker struct {
 }
 
 // Commit publishes the staging directory as dest: it writes the completion
-// marker into it, moves an incomplete dest aside, renames staging into place
-// and removes what was moved aside. Readers of dest see the old content, no
-// dest, or the whole new one, never a mix. Commit refuses if the lock was
-// lost (ErrLockLost).
+// marker into it and renames it into place. Readers of dest see no dest, or
+// the whole new one, never a mix. A dest that exists without the marker is
+// not deleted: an empty one is removed, anything else is moved aside to
+// "<dest>.coord-replaced-<time>", with a warning, so that nothing is lost.
+// A dest that is already complete (only a download under another id can
+// have done that) is kept, and Close discards ours. Commit refuses if the
+// lock was lost (ErrLockLost).
 func (d *Download) Commit() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -271,38 +281,45 @@ func (d *Download) Commit() error {
 	if err != nil || !fi.IsDir() {
 		return fmt.Errorf("download %q: staging directory %s is gone", d.id, d.staging)
 	}
-	if complete(d.dest) {
-		// Only a download under another id can have done this: never
-		// replace a complete dest that others may be using. Close
-		// discards ours.
-		d.m.log.Warn("destination completed by another download; keeping it", zap.String("id", d.id), zap.String("dest", d.dest))
-		return nil
-	}
 	self := d.lock.Holder()
 	b, _ := json.Marshal(marker{ID: d.id, Host: self.Host, PID: self.PID, Token: d.lock.Token(), Time: time.Now().UTC()})
 	if err := writeSynced(filepath.Join(d.staging, MarkerName), b); err != nil {
 		return fmt.Errorf("download %q: write marker: %w", d.id, err)
 	}
-	var old string
-	if _, err := os.Lstat(d.dest); err == nil {
-		old = filepath.Join(filepath.Dir(d.dest), d.sibling("old")+filepath.Base(d.staging)[len(d.sibling("staging")):])
-		if err := os.Rename(d.dest, old); err != nil {
-			return fmt.Errorf("download %q: move incomplete destination aside: %w", d.id, err)
-		}
+	// The toolchain lock is per id: the short lock on dest orders commits
+	// of different ids into one dest.
+	dl, err := d.m.lock(context.Background(), "dest/"+d.dest, false, DefaultLockTimeout)
+	if err != nil {
+		return fmt.Errorf("download %q: %w", d.id, err)
+	}
+	defer dl.Unlock()
+	if complete(d.dest) {
+		d.m.log.Warn("destination completed by another download; keeping it", zap.String("id", d.id), zap.String("dest", d.dest))
+		return nil
+	}
+	if err := clearDest(d.dest, d.m.log); err != nil {
+		return fmt.Errorf("download %q: %w", d.id, err)
 	}
 	if err := os.Rename(d.staging, d.dest); err != nil {
-		if old != "" {
-			os.Rename(old, d.dest)
-		}
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
 	syncDir(filepath.Dir(d.dest))
 	d.committed = true
-	if old != "" {
-		if err := os.RemoveAll(old); err != nil {
-			d.m.log.Warn("remove replaced destination", zap.String("path", old), zap.Error(err))
-		}
+	return nil
+}
+
+// clearDest makes way for a new dest: an empty directory is removed,
+// anything else is moved aside under a name that says what happened.
+func clearDest(dest string, log *zap.Logger) error {
+	err := os.Remove(dest)
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
+	aside := fmt.Sprintf("%s.coord-replaced-%s", dest, time.Now().UTC().Format("20060102T150405.000000000"))
+	if err := os.Rename(dest, aside); err != nil {
+		return fmt.Errorf("move incomplete destination aside: %w", err)
+	}
+	log.Warn("destination existed without a completion marker; moved it aside", zap.String("dest", dest), zap.String("moved_to", aside))
 	return nil
 }
 
@@ -345,7 +362,7 @@ func (c *DownloadCoordinator) Do(ctx context.Context, id, dest string, fetch fun
 	if err := d.Commit(); err != nil {
 		return false, err
 	}
-	return true, nil
+	return d.committed, nil
 }
 
 func writeSynced(path string, b []byte) error {

@@ -94,7 +94,7 @@ func TestFailedDownloadPassesToNextCaller(t *testing.T) {
 	}
 }
 
-func TestCoordinateRemovesStaleStagingAndReplacesIncompleteDest(t *testing.T) {
+func TestCoordinateRemovesStaleStagingAndMovesIncompleteDestAside(t *testing.T) {
 	locks, parent := t.TempDir(), t.TempDir()
 	dest := filepath.Join(parent, "sdk")
 	// A dead downloader's staging dir and an incomplete dest without marker.
@@ -123,13 +123,21 @@ func TestCoordinateRemovesStaleStagingAndReplacesIncompleteDest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dest, "partial")); !os.IsNotExist(err) {
-		t.Fatal("incomplete dest content survived the commit")
+		t.Fatal("incomplete dest content is still in dest after the commit")
 	}
 	if _, err := os.Stat(filepath.Join(dest, coord.MarkerName)); err != nil {
 		t.Fatalf("marker: %v", err)
 	}
-	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
-		t.Fatalf("parent holds %d entries after commit; want dest alone", len(ents))
+	// Nothing lost: the incomplete dest was moved aside, not deleted.
+	aside, _ := filepath.Glob(dest + ".coord-replaced-*")
+	if len(aside) != 1 {
+		t.Fatalf("moved-aside dirs %v; want one", aside)
+	}
+	if b, _ := os.ReadFile(filepath.Join(aside[0], "partial")); string(b) != "p" {
+		t.Fatalf("moved-aside dest lost its content: %q", b)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 2 {
+		t.Fatalf("parent holds %d entries after commit; want dest and the moved-aside dir", len(ents))
 	}
 	// Now complete: the fast path takes no lock, even while it is held.
 	m2 := newManager(t, locks)
@@ -148,8 +156,10 @@ func TestCoordinateBadDest(t *testing.T) {
 	os.WriteFile(file, []byte("keep"), 0o644)
 	link := filepath.Join(dir, "link")
 	os.Symlink(dir, link)
-	dc := coord.NewDownloadCoordinator(newManager(t, t.TempDir()))
-	for _, dest := range []string{"", file, link, "/", "a\x00b"} {
+	locks := filepath.Join(t.TempDir(), "locks")
+	dc := coord.NewDownloadCoordinator(newManager(t, locks))
+	wd, _ := os.Getwd()
+	for _, dest := range []string{"", file, link, "/", "a\x00b", ".", filepath.Dir(wd), locks, filepath.Dir(locks)} {
 		if _, err := dc.Coordinate(context.Background(), "x", dest); !errors.Is(err, coord.ErrInvalidArgument) {
 			t.Errorf("Coordinate(dest %q) = %v; want ErrInvalidArgument", dest, err)
 		}
@@ -198,4 +208,19 @@ func TestCommitKeepsCompleteDest(t *testing.T) {
 func idHash(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(sum[:4])
+}
+
+// An empty dest (made beforehand, say by mkdir -p) is simply replaced.
+func TestCommitReplacesEmptyDest(t *testing.T) {
+	parent := t.TempDir()
+	dest := filepath.Join(parent, "empty")
+	os.Mkdir(dest, 0o755)
+	downloaded, err := coord.NewDownloadCoordinator(newManager(t, t.TempDir())).Do(context.Background(), "e", dest,
+		func(_ context.Context, dir string) error { return os.WriteFile(filepath.Join(dir, "f"), nil, 0o644) })
+	if err != nil || !downloaded {
+		t.Fatalf("Do = %v, %v", downloaded, err)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+		t.Fatalf("parent holds %d entries; want dest alone", len(ents))
+	}
 }

@@ -64,7 +64,8 @@ func WithCommand(cmd []string) Option { return func(o *options) { o.command = cm
 
 // Manager hands out locks from one backend. It is safe for concurrent use.
 type Manager struct {
-	b    backend
+	b       backend
+	lockDir string // the file backend's lock directory; "" on etcd
 	log  *zap.Logger
 	self Holder // host, pid, command: the static part of our records
 	rec  []byte // self.record(), computed once
@@ -110,15 +111,17 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 			return nil, err
 		}
 	}
+	var lockDir string
 	if kind == BackendFile {
-		b, err = newFileBackend(cfg.LockDir)
+		fb, err := newFileBackend(cfg.LockDir)
 		if err != nil {
 			return nil, err
 		}
+		b, lockDir = fb, fb.l.Dir()
 	}
 	host, _ := os.Hostname()
 	self := Holder{Host: host, PID: os.Getpid(), Command: o.command}
-	return &Manager{b: b, log: o.log, self: self, rec: self.record()}, nil
+	return &Manager{b: b, lockDir: lockDir, log: o.log, self: self, rec: self.record()}, nil
 }
 
 // DefaultLockDir returns ~/.toolchainkit/locks.
@@ -130,17 +133,17 @@ func DefaultLockDir() (string, error) {
 	return filepath.Join(home, ".toolchainkit", "locks"), nil
 }
 
-func newFileBackend(dir string) (backend, error) {
+func newFileBackend(dir string) (fileBackend, error) {
 	if dir == "" {
 		d, err := DefaultLockDir()
 		if err != nil {
-			return nil, fmt.Errorf("%w: file: %v", ErrBackendUnavailable, err)
+			return fileBackend{}, fmt.Errorf("%w: file: %w", ErrBackendUnavailable, err)
 		}
 		dir = d
 	}
 	l, err := filelock.New(dir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: file: %v", ErrBackendUnavailable, err)
+		return fileBackend{}, fmt.Errorf("%w: file: %w", ErrBackendUnavailable, err)
 	}
 	return fileBackend{l}, nil
 }
