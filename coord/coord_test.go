@@ -216,3 +216,68 @@ func TestEtcdSelectedButMissingFailsClosed(t *testing.T) {
 		t.Fatalf("Backend = %q; want file", m.Backend())
 	}
 }
+
+// Holder records stay within what backends store, however long or
+// escape-heavy the command line.
+func TestLongCommandsAreClipped(t *testing.T) {
+	dir := t.TempDir()
+	for _, cmd := range [][]string{make([]string, 6000), {strings.Repeat("\x01", 100000)}, {strings.Repeat("x", 1<<20)}} {
+		m, err := coord.New(context.Background(), coord.Config{Backend: coord.BackendFile, LockDir: dir}, coord.WithCommand(cmd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := m.Lock(context.Background(), "long", coord.WithTimeout(0))
+		if err != nil {
+			t.Fatalf("Lock with a %d-argument command: %v", len(cmd), err)
+		}
+		s, err := newManager(t, dir).Inspect(context.Background(), "long")
+		if err != nil || s.Holder == nil || s.Holder.PID != os.Getpid() {
+			t.Fatalf("Inspect = %+v, %v; want our record", s, err)
+		}
+		l.Unlock()
+		m.Close()
+	}
+}
+
+// Progress published by the downloader is what other processes see.
+func TestProgressVisibleToOthers(t *testing.T) {
+	locks := t.TempDir()
+	d, err := coord.NewDownloadCoordinator(newManager(t, locks)).Coordinate(context.Background(), "p", filepath.Join(t.TempDir(), "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.SetProgress(300, 1000); err != nil {
+		t.Fatal(err)
+	}
+	s, err := newManager(t, locks).Inspect(context.Background(), "toolchain/p")
+	if err != nil || s.Holder == nil {
+		t.Fatalf("Inspect = %+v, %v", s, err)
+	}
+	if p := s.Holder.Progress; p == nil || p.Done != 300 || p.Total != 1000 || s.Holder.Dest != d.Dest() || s.Holder.Token != d.Token() {
+		t.Fatalf("holder seen by another manager = %+v (progress %+v); want 300 of 1000 into %s, token %d", s.Holder, p, d.Dest(), d.Token())
+	}
+	if !strings.Contains(s.Holder.String(), "300 B of 1000 B (30%)") {
+		t.Errorf("holder description %q lacks the progress", s.Holder.String())
+	}
+}
+
+// A timeout that ends while another caller downloads is a timeout, never
+// a "done" for a dest that is not complete.
+func TestCoordinateTimesOutDuringDownload(t *testing.T) {
+	locks, dest := t.TempDir(), filepath.Join(t.TempDir(), "slow")
+	first, err := coord.NewDownloadCoordinator(newManager(t, locks)).Coordinate(context.Background(), "slow", dest)
+	if err != nil || !first.ShouldDownload() {
+		t.Fatalf("first Coordinate = %v, %v", first, err)
+	}
+	defer first.Close()
+	start := time.Now()
+	_, err = coord.NewDownloadCoordinator(newManager(t, locks)).Coordinate(context.Background(), "slow", dest, coord.WithTimeout(200*time.Millisecond))
+	var te *coord.TimeoutError
+	if !errors.As(err, &te) || te.Waited < 200*time.Millisecond || time.Since(start) > time.Second {
+		t.Fatalf("Coordinate during a download = %v after %s; want a *TimeoutError after ~200ms", err, time.Since(start))
+	}
+	if te.Holder == nil || te.Holder.PID != os.Getpid() {
+		t.Fatalf("TimeoutError.Holder = %+v; want this process", te.Holder)
+	}
+}

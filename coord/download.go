@@ -80,8 +80,10 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 		defer cancel()
 		o.timeout = -1
 	}
-	l, err := c.m.lock(ctx, name, false, 0)
-	if errors.Is(err, ErrTimeout) && o.timeout != 0 {
+	l, err := c.m.grant(ctx, name, false, 0)
+	if errors.Is(err, errBusy) && o.timeout == 0 {
+		l, err = c.m.lock(ctx, name, false, 0) // for the holder in the error
+	} else if errors.Is(err, errBusy) {
 		// Someone downloads: wait for them to finish, together with
 		// everyone else who waits.
 		var s *Lock
@@ -94,8 +96,13 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 		}
 	}
 	var te *TimeoutError
-	if errors.As(err, &te) && te.Waited > 0 {
-		te.Waited = time.Since(start)
+	if errors.As(err, &te) {
+		if complete(dest) { // committed just as we gave up
+			return d, nil
+		}
+		if te.Waited > 0 {
+			te.Waited = time.Since(start)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -193,7 +200,9 @@ func (d *Download) prepare() error {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
 	d.staging = staging
-	d.lock.update(func(h *Holder) { h.Dest = d.dest })
+	if err := d.lock.update(func(h *Holder) { h.Dest = d.dest }); err != nil {
+		d.m.log.Warn("holder record not updated", zap.String("id", d.id), zap.Error(err))
+	}
 	return nil
 }
 

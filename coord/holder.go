@@ -27,13 +27,26 @@ type Progress struct {
 	Total int64 `json:"total,omitempty"`
 }
 
-// maxCommand bounds the command line stored in a record.
-const maxCommand = 2048
+// Bounds of a stored record: the command line is clipped to maxCommand
+// bytes, and a record still over maxRecord (JSON escaping can make it six
+// times longer) drops the command, then the destination.
+const (
+	maxCommand = 2048
+	maxRecord  = 8 << 10
+)
 
 // record encodes the parts of h that the backend stores.
 func (h Holder) record() []byte {
 	h.Command = clipCommand(h.Command)
-	b, _ := json.Marshal(h) // strings, numbers and a time: cannot fail
+	b, _ := json.Marshal(h) // strings and numbers: cannot fail
+	if len(b) > maxRecord {
+		h.Command = []string{"…"}
+		b, _ = json.Marshal(h)
+	}
+	if len(b) > maxRecord {
+		h.Dest = "…"
+		b, _ = json.Marshal(h)
+	}
 	return b
 }
 
@@ -41,10 +54,9 @@ func clipCommand(cmd []string) []string {
 	var out []string
 	n := 0
 	for _, a := range cmd {
-		if n+len(a) > maxCommand {
+		if n += len(a) + 3; n > maxCommand { // 3: quotes and comma
 			return append(out, "…")
 		}
-		n += len(a)
 		out = append(out, a)
 	}
 	return out

@@ -66,9 +66,9 @@ func WithCommand(cmd []string) Option { return func(o *options) { o.command = cm
 type Manager struct {
 	b       backend
 	lockDir string // the file backend's lock directory; "" on etcd
-	log  *zap.Logger
-	self Holder // host, pid, command: the static part of our records
-	rec  []byte // self.record(), computed once
+	log     *zap.Logger
+	self    Holder // host, pid, command: the static part of our records
+	rec     []byte // self.record(), computed once
 
 	mu     sync.Mutex
 	closed bool
@@ -208,7 +208,8 @@ func (m *Manager) ToolchainLock(ctx context.Context, id string, opts ...LockOpti
 }
 
 // ProjectLock takes the lock on a project's state; root is made absolute and
-// cleaned, so every spelling of one directory names one lock.
+// cleaned, and its symbolic links are resolved if it exists, so that every
+// spelling of one directory names one lock.
 // Default timeout 10s.
 func (m *Manager) ProjectLock(ctx context.Context, root string, opts ...LockOption) (*Lock, error) {
 	if root == "" {
@@ -217,6 +218,9 @@ func (m *Manager) ProjectLock(ctx context.Context, root string, opts ...LockOpti
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("%w: project path %q: %v", ErrInvalidName, root, err)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
 	}
 	return m.acquire(ctx, "project/"+abs, DefaultProjectTimeout, opts)
 }
@@ -273,8 +277,24 @@ func resolve(ctx context.Context, def time.Duration, opts []LockOption) (lockOpt
 	return o, nil
 }
 
-// lock acquires name; timeout 0 tries once, < 0 waits until ctx ends.
+// lock acquires name; timeout 0 tries once, < 0 waits until ctx ends. A
+// lock not granted in time is a *TimeoutError that names the holder.
 func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout time.Duration) (*Lock, error) {
+	start := time.Now()
+	l, err := m.grant(ctx, name, shared, timeout)
+	if errors.Is(err, errBusy) || errors.Is(err, context.DeadlineExceeded) {
+		waited := time.Since(start)
+		if timeout == 0 {
+			waited = 0
+		}
+		return nil, &TimeoutError{Name: name, Waited: waited, Holder: m.holderOf(ctx, name)}
+	}
+	return l, err
+}
+
+// grant is lock without the *TimeoutError: a lock held on a single try is
+// errBusy, a wait that timed out context.DeadlineExceeded.
+func (m *Manager) grant(ctx context.Context, name string, shared bool, timeout time.Duration) (*Lock, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
@@ -287,7 +307,6 @@ func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout ti
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
-	start := time.Now()
 	wctx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -295,15 +314,7 @@ func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout ti
 		defer cancel()
 	}
 	h, err := m.b.lock(wctx, name, shared, timeout != 0, m.rec)
-	switch {
-	case err == nil:
-	case errors.Is(err, errBusy), errors.Is(err, context.DeadlineExceeded) && wctx.Err() != nil:
-		waited := time.Since(start)
-		if timeout == 0 {
-			waited = 0
-		}
-		return nil, &TimeoutError{Name: name, Waited: waited, Holder: m.holderOf(ctx, name)}
-	default:
+	if err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
 	self := m.self
