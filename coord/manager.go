@@ -235,11 +235,15 @@ func (m *Manager) Lock(ctx context.Context, name string, opts ...LockOption) (*L
 	return m.acquire(ctx, name, DefaultLockTimeout, opts)
 }
 
+// ToolchainLockName returns the name of the lock that ToolchainLock and
+// downloads of id take.
+func ToolchainLockName(id string) string { return "toolchain/" + id }
+
 func toolchainName(id string) (string, error) {
 	if id == "" {
 		return "", fmt.Errorf("%w: empty toolchain id", ErrInvalidName)
 	}
-	return "toolchain/" + id, nil
+	return ToolchainLockName(id), nil
 }
 
 func checkName(name string) error {

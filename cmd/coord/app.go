@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 	"unicode"
@@ -170,9 +171,13 @@ func exitCode(err error) int {
 // oneLine makes a message one printable line: whitespace runs become one
 // space, other control characters and invalid UTF-8 are escaped, so that a
 // hostile name or path cannot drive the terminal.
-func oneLine(err error) string {
+func oneLine(err error) string { return sanitize(err.Error()) }
+
+// sanitize is oneLine for any text, such as a holder record that anyone
+// who can write the lock directory may have written.
+func sanitize(s string) string {
 	var b strings.Builder
-	for _, f := range strings.Fields(err.Error()) {
+	for _, f := range strings.Fields(s) {
 		if b.Len() > 0 {
 			b.WriteByte(' ')
 		}
@@ -256,18 +261,35 @@ func timeoutFlag(c *cli.Context) (time.Duration, error) {
 	return d, nil
 }
 
-// splitCommand separates NAME-like leading arguments from the command
-// after them; "--" between the two is optional.
-func splitCommand(args []string, n int, usage string) ([]string, []string, error) {
+// splitCommand separates the n leading arguments (NAME, or ID DEST) from
+// the command after them ("--" between the two is optional), and finds the
+// command's path, so that a missing command fails before any lock is taken.
+func splitCommand(args []string, n int, usage string) (head, cmd []string, path string, err error) {
 	if len(args) < n {
-		return nil, nil, usagef("missing arguments; usage: %s", usage)
+		return nil, nil, "", usagef("missing arguments; usage: %s", usage)
 	}
-	head, cmd := args[:n], args[n:]
+	head, cmd = args[:n], args[n:]
 	if len(cmd) > 0 && cmd[0] == "--" {
 		cmd = cmd[1:]
 	}
 	if len(cmd) == 0 || cmd[0] == "" {
-		return nil, nil, usagef("missing command; usage: %s", usage)
+		return nil, nil, "", usagef("missing command; usage: %s", usage)
 	}
-	return head, cmd, nil
+	if cmd[0] == args[n] && strings.HasPrefix(cmd[0], "-") {
+		return nil, nil, "", usagef("%q after the arguments: flags go first; usage: %s", cmd[0], usage)
+	}
+	if path, err = exec.LookPath(cmd[0]); err != nil {
+		return nil, nil, "", execError(cmd[0], err)
+	}
+	return head, cmd, path, nil
+}
+
+// execError is the error for a command that cannot be run: 127 if it is
+// not found, 126 if it is not executable, as in the shell.
+func execError(name string, err error) error {
+	code := exitNotFound
+	if errors.Is(err, os.ErrPermission) {
+		code = exitNotExec
+	}
+	return &exitCodeError{code, fmt.Errorf("run %q: %w", name, err)}
 }

@@ -22,7 +22,7 @@ const lostGrace = 2 * time.Second
 
 // child is the command coord runs under a lock.
 type child struct {
-	argv   []string
+	argv   []string // argv[0] is a path, found by splitCommand
 	env    []string
 	stdout io.Writer
 	stderr io.Writer
@@ -48,15 +48,7 @@ type child struct {
 // itself is killed if coord dies (Linux).
 func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 	interactive := term.IsTerminal(int(os.Stdin.Fd()))
-	path, err := exec.LookPath(ch.argv[0])
-	if err != nil {
-		code := exitNotFound
-		if errors.Is(err, os.ErrPermission) {
-			code = exitNotExec
-		}
-		return false, &exitCodeError{code, fmt.Errorf("run %q: %w", ch.argv[0], err)}
-	}
-	argv := guardedArgv(append([]string{path}, ch.argv[1:]...), interactive)
+	argv := guardedArgv(ch.argv, interactive)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(ch.env, envPID+"="+strconv.Itoa(os.Getpid()))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, ch.stdout, ch.stderr
@@ -78,11 +70,7 @@ func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
-		code := exitNotFound
-		if errors.Is(err, os.ErrPermission) {
-			code = exitNotExec
-		}
-		return false, &exitCodeError{code, fmt.Errorf("run %q: %w", ch.argv[0], err)}
+		return false, execError(ch.argv[0], err)
 	}
 	defer tieToParent(cmd, interactive)()
 	done := make(chan error, 1)

@@ -38,7 +38,7 @@ func downloadCommand() *cli.Command {
 }
 
 func runDownload(c *cli.Context) error {
-	head, argv, err := splitCommand(c.Args().Slice(), 2, downloadUsage)
+	head, argv, path, err := splitCommand(c.Args().Slice(), 2, downloadUsage)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func runDownload(c *cli.Context) error {
 	}
 	defer m.Close()
 
-	stop := waitNotice(c.Context, m, "toolchain/"+id, fmt.Sprintf("download of %q", id), timeout, c.App.ErrWriter)
+	stop := waitNotice(c.Context, m, coord.ToolchainLockName(id), fmt.Sprintf("download of %q", id), timeout, c.App.ErrWriter)
 	d, err := coord.NewDownloadCoordinator(m).Coordinate(c.Context, id, dest, coord.WithTimeout(timeout))
 	stop()
 	if err != nil {
@@ -69,9 +69,9 @@ func runDownload(c *cli.Context) error {
 		return nil
 	}
 	ch := &child{
-		argv: argv,
+		argv: append([]string{path}, argv[1:]...),
 		env: append(os.Environ(),
-			envLockName+"=toolchain/"+id,
+			envLockName+"="+coord.ToolchainLockName(id),
 			envToken+"="+strconv.FormatInt(d.Token(), 10),
 			envDest+"="+d.StagingDir(),
 			envToolchainID+"="+id),

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -67,11 +66,9 @@ func guard(args []string, stderr io.Writer) int {
 	cmd := exec.Command(args[2], args[3:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(stderr, "coord: run %q: %v\n", args[2], err)
-		if errors.Is(err, os.ErrPermission) {
-			return exitNotExec
-		}
-		return exitNotFound
+		err = execError(args[2], err)
+		fmt.Fprintf(stderr, "coord: %s\n", oneLine(err))
+		return exitCode(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

@@ -43,7 +43,7 @@ func lockFlags(c *cli.Context) (onLost string, err error) {
 }
 
 func runLock(c *cli.Context) error {
-	head, argv, err := splitCommand(c.Args().Slice(), 1, lockUsage)
+	head, argv, path, err := splitCommand(c.Args().Slice(), 1, lockUsage)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func runLock(c *cli.Context) error {
 	}
 	defer l.Unlock()
 	ch := &child{
-		argv:   argv,
+		argv:   append([]string{path}, argv[1:]...),
 		env:    append(os.Environ(), envLockName+"="+name, envToken+"="+strconv.FormatInt(l.Token(), 10)),
 		stdout: c.App.Writer,
 		stderr: c.App.ErrWriter,

@@ -55,7 +55,7 @@ func waitNotice(ctx context.Context, m *coord.Manager, name, what string, timeou
 				if timeout > 0 {
 					msg += fmt.Sprintf(" of %s", timeout)
 				}
-				fmt.Fprintln(w, msg)
+				fmt.Fprintln(w, sanitize(msg))
 				last, lastAt = key, time.Now()
 			}
 			t.Reset(noticeCheck)

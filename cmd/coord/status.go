@@ -100,7 +100,7 @@ func runStatus(c *cli.Context) error {
 		if e.Waiters != nil {
 			waiters = fmt.Sprint(*e.Waiters)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(e.Name), e.State, holder, since, e.Token, waiters, printable(cmd))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(e.Name), e.State, printable(holder), since, e.Token, waiters, printable(cmd))
 	}
 	return tw.Flush()
 }
