@@ -55,7 +55,8 @@ type Download struct {
 // queue for the lock and the first to get it downloads.
 //
 // The wait is bounded by opts (WithTimeout), or else ctx's deadline, or else
-// 60s; it ends with a *TimeoutError. On any error nothing is held.
+// 60s; it ends with a *TimeoutError. Shared() is ignored. On any error
+// nothing is held.
 func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, opts ...LockOption) (*Download, error) {
 	name, err := toolchainName(id)
 	if err != nil {

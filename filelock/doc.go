@@ -3,6 +3,12 @@
 // github.com/gofrs/flock lacks: waits that the kernel wakes and a context
 // can abandon, names mapped safely to files, holder records, fencing tokens.
 //
+// It calls flock(2) itself rather than through gofrs/flock, whose Unlock
+// closes the file (every Lock reopens it), whose blocking Lock cannot be
+// abandoned (TryLockContext polls instead), which opens by path following
+// symbolic links, and which does not expose the descriptor that records,
+// tokens and inheritance need. gofrs/flock remains the benchmark anchor.
+//
 // Each lock file holds, after byte 0 (the byte Windows locks), the last
 // fencing token handed out and the current exclusive holder's record with a
 // CRC, so that other processes can read who holds the lock while it is held
