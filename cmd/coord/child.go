@@ -51,7 +51,10 @@ func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 	argv := guardedArgv(ch.argv, interactive)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(ch.env, envPID+"="+strconv.Itoa(os.Getpid()))
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, ch.stdout, ch.stderr
+	cmd.Stdout, cmd.Stderr = ch.stdout, ch.stderr
+	if _, err := os.Stdin.Stat(); err == nil {
+		cmd.Stdin = os.Stdin // else coord's stdin is closed: /dev/null
+	}
 	cmd.SysProcAttr = sysProcAttr(interactive)
 	if ch.lockFile != nil {
 		cmd.ExtraFiles = []*os.File{ch.lockFile}
