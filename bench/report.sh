@@ -21,6 +21,10 @@ go test -run '^$' -count "$count" -benchtime 100x -bench 'Process' ./integration
 	echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'), $(uname -sr); $(go version | cut -d' ' -f3-)."
 	echo "Medians of $count runs. Absolute times on a shared 2-core machine are noisy; read the ratios."
 	echo
+	echo "- Uncontended: one lock and unlock by a process that holds nothing else (coord: Locker, with its token and holder record; anchors: flock(2) on an open descriptor, open+flock+close, gofrs/flock)."
+	echo "- Handoff: from the holder's unlock to the blocked waiter holding the lock (anchors: blocking flock(2), gofrs/flock TryLockContext polling every 10 ms)."
+	echo "- Process: a whole \`coord lock NAME -- true\` against \`flock FILE true\` (util-linux) and a bare \`true\`."
+	echo
 	echo "| benchmark | subject | median | coord ÷ subject |"
 	echo "| --- | --- | --- | --- |"
 	awk '
