@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 )
 
@@ -34,10 +35,35 @@ type child struct {
 	lockFile *os.File
 }
 
+// heldLock is what a command runs under: a *coord.Lock or *coord.Download.
+type heldLock interface {
+	Token() int64
+	Lost() <-chan struct{}
+	File() (*os.File, error)
+}
+
+// newChild prepares the command argv (found at path) to run under held,
+// the lock called name, with env added to coord's environment.
+func newChild(c *cli.Context, path string, argv []string, name string, held heldLock, onLost string, env ...string) *child {
+	ch := &child{
+		argv:   append([]string{path}, argv[1:]...),
+		env:    append(append(os.Environ(), envLockName+"="+name, envToken+"="+strconv.FormatInt(held.Token(), 10)), env...),
+		stdout: c.App.Writer,
+		stderr: c.App.ErrWriter,
+		lost:   held.Lost(),
+		onLost: onLost,
+	}
+	if f, err := held.File(); err == nil {
+		ch.lockFile = f
+	}
+	return ch
+}
+
 // run starts the child and waits for it. SIGINT, SIGTERM and SIGHUP sent to
 // coord are passed on; if the lock is lost, the child is stopped (onLost
-// "kill") or warned about ("warn"). The result is a *childExit with the
-// child's status, wrapping coord.ErrLockLost if the lock was lost.
+// "kill") or warned about ("warn"). It reports whether the lock was lost,
+// and the child's status as a *childExit (nil for 0). If ctx already ended
+// (coord was signalled before it listened), the child is not started.
 //
 // When stdin is not a terminal the child leads its own process group:
 // signals go to the whole group, and when the child exits whatever it left
@@ -47,6 +73,9 @@ type child struct {
 // terminal, and the terminal's own ^C reaches it; there only the child
 // itself is killed if coord dies (Linux).
 func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
+	if ch.lockFile != nil {
+		defer ch.lockFile.Close()
+	}
 	interactive := term.IsTerminal(int(os.Stdin.Fd()))
 	argv := guardedArgv(ch.argv, interactive)
 	cmd := exec.Command(argv[0], argv[1:]...)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -68,28 +66,13 @@ func runDownload(c *cli.Context) error {
 		log.Info("destination is complete", zap.String("id", id), zap.String("dest", d.Dest()))
 		return nil
 	}
-	ch := &child{
-		argv: append([]string{path}, argv[1:]...),
-		env: append(os.Environ(),
-			envLockName+"="+coord.ToolchainLockName(id),
-			envToken+"="+strconv.FormatInt(d.Token(), 10),
-			envDest+"="+d.StagingDir(),
-			envToolchainID+"="+id),
-		stdout: c.App.Writer,
-		stderr: c.App.ErrWriter,
-		lost:   d.Lost(),
-		onLost: onLost,
-	}
+	ch := newChild(c, path, argv, coord.ToolchainLockName(id), d, onLost, envDest+"="+d.StagingDir(), envToolchainID+"="+id)
 	ctx, cancel := context.WithCancel(c.Context)
 	progressDone := make(chan struct{})
 	go func() {
 		defer close(progressDone)
 		publishProgress(ctx, d)
 	}()
-	if f, err := d.File(); err == nil {
-		ch.lockFile = f
-		defer f.Close()
-	}
 	lost, err := ch.run(c.Context)
 	cancel()
 	<-progressDone

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 
 	"github.com/urfave/cli/v2"
 
@@ -80,21 +78,9 @@ func runLock(c *cli.Context) error {
 		return err
 	}
 	defer l.Unlock()
-	ch := &child{
-		argv:   append([]string{path}, argv[1:]...),
-		env:    append(os.Environ(), envLockName+"="+name, envToken+"="+strconv.FormatInt(l.Token(), 10)),
-		stdout: c.App.Writer,
-		stderr: c.App.ErrWriter,
-		lost:   l.Lost(),
-		onLost: onLost,
-	}
-	if f, err := l.File(); err == nil {
-		ch.lockFile = f
-		defer f.Close()
-	}
-	lost, err := ch.run(c.Context)
+	lost, err := newChild(c, path, argv, name, l, onLost).run(c.Context)
 	if lost {
-		return fmt.Errorf("%w while the command ran (%v)", coord.ErrLockLost, exitCode(err))
+		return fmt.Errorf("%w while the command ran (it exited %d)", coord.ErrLockLost, exitCode(err))
 	}
 	return err
 }
