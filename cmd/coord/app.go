@@ -237,10 +237,14 @@ func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, erro
 		LockDir:  c.String(flagLockDir),
 		Fallback: c.String(flagFallback),
 	}
-	for _, e := range strings.Split(c.String(flagEndpoints), ",") {
+	raw := c.String(flagEndpoints)
+	for _, e := range strings.Split(raw, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			cfg.Endpoints = append(cfg.Endpoints, e)
 		}
+	}
+	if strings.TrimSpace(raw) != "" && len(cfg.Endpoints) == 0 {
+		return nil, nil, usagef("--%s %q: no endpoint in it", flagEndpoints, raw)
 	}
 	if cmd == nil {
 		cmd = os.Args
