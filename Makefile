@@ -1,15 +1,16 @@
 # coord: build, test, bench, lint, cross-build. `make test` is what CI runs.
 GO ?= go
 FUZZTIME ?= 20s
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
 .PHONY: build test vet cross lint bench fuzz clean demo
 
 build:
 	$(GO) build -o bin/coord ./cmd/coord
 
-# vet (also for Windows and macOS), the whole suite with the race detector,
-# and the cross-builds.
-test: vet cross
+# gofmt, vet (also for Windows and macOS), staticcheck, the cross-builds and
+# the whole suite with the race detector.
+test: lint cross
 	$(GO) test -race -count=1 -timeout 10m ./...
 
 vet:
@@ -23,6 +24,7 @@ cross:
 
 lint: vet
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(STATICCHECK) ./...
 
 bench:
 	./bench/report.sh
