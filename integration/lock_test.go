@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -328,5 +329,34 @@ func TestLockFileOutlivesHolder(t *testing.T) {
 	waitGone(t, sleeper, time.Second)
 	if code, out := runCoord(t, dir, "lock", "--timeout", "1s", "inherit", "--", "true"); code != 0 {
 		t.Fatalf("after the child died, `coord lock` exited %d, want 0:\n%s", code, out)
+	}
+}
+
+// At a terminal the command stays in coord's process group, so that it can
+// read the terminal; elsewhere it gets a group of its own (led by the
+// guard on Linux) that signals and clean-up reach as a whole.
+func TestProcessGroups(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil || runtime.GOOS != "linux" {
+		t.Skip("needs util-linux script(1) and /proc")
+	}
+	dir, root := lockDir(t)
+	report := `read v; echo "got=$v pg=$(cut -d" " -f5 /proc/$$/stat) coord=$(cut -d" " -f5 /proc/$COORD_PID/stat)"`
+	groups := regexp.MustCompile(`got=(\S*) pg=(\d+) coord=(\d+)`)
+
+	// Under script(1), coord's stdin is a terminal.
+	cmd := exec.Command(script, "-qec", coordBin+" lock tty -- sh -c '"+report+"'", "/dev/null")
+	cmd.Dir, cmd.Env, cmd.Stdin = root, env(dir), strings.NewReader("hello\n")
+	out, err := cmd.CombinedOutput()
+	m := groups.FindStringSubmatch(string(out))
+	if err != nil || m == nil || m[1] != "hello" || m[2] != m[3] {
+		t.Fatalf("at a terminal: %v, output %q; want the command to read \"hello\" in coord's group", err, out)
+	}
+
+	// Without a terminal: a group of its own.
+	code, outs := runCoord(t, dir, "lock", "notty", "--", "sh", "-c", "echo hello | { "+report+"; }")
+	m = groups.FindStringSubmatch(outs)
+	if code != 0 || m == nil || m[2] == m[3] {
+		t.Fatalf("without a terminal: exit %d, output %q; want the command in a group of its own", code, outs)
 	}
 }
