@@ -1,0 +1,738 @@
+package etcdlock
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+var (
+	// ErrBusy is returned by a Lock that may not wait when the lock is held.
+	ErrBusy = errors.New("lock is held by another holder")
+	// ErrSessionLost means the Locker's lease may have expired on the
+	// server: every lock it held may have been granted to someone else.
+	ErrSessionLost = errors.New("etcd session lost: the lease may have expired")
+	// ErrNotHeld is returned when an operation finds that the lock's key
+	// is gone.
+	ErrNotHeld = errors.New("lock is no longer held")
+	// ErrUnavailable means etcd could not be reached or refused us.
+	ErrUnavailable = errors.New("etcd unavailable")
+	// ErrClosed is returned by a Locker after Close.
+	ErrClosed = errors.New("locker is closed")
+)
+
+// Defaults and bounds.
+const (
+	DefaultPrefix      = "/toolchainkit"
+	DefaultTTL         = 10 * time.Second
+	MinTTL             = 2 * time.Second
+	DefaultDialTimeout = 5 * time.Second
+)
+
+// Config says how to reach etcd and where coord's keys live.
+type Config struct {
+	Endpoints   []string
+	Prefix      string        // key prefix; default DefaultPrefix
+	TTL         time.Duration // lease TTL, whole seconds, at least MinTTL; default DefaultTTL
+	DialTimeout time.Duration // bound on connecting; default DefaultDialTimeout
+	TLS         *tls.Config
+	Username    string
+	Password    string
+	Logger      *zap.Logger // default zap.NewNop()
+}
+
+// Locker holds one etcd session (a lease kept alive while the process
+// lives) and hands out locks bound to it. It is safe for concurrent use.
+type Locker struct {
+	cli    *clientv3.Client
+	lease  clientv3.LeaseID
+	prefix string
+	ttl    time.Duration
+	margin time.Duration // Lost fires this long before the lease could expire
+	op     time.Duration // bound on one cleanup RPC
+	log    *zap.Logger
+
+	cancel context.CancelFunc // stops the keep-alive loop
+	wg     sync.WaitGroup
+	lost   chan struct{} // closed once the lease may have expired
+	closed chan struct{} // closed by Close
+
+	mu       sync.Mutex
+	deadline time.Time           // the lease lives at least until then
+	inUse    map[string]struct{} // our keys: never reused while they may exist
+	seq      int64               // numbers our extra keys under one prefix
+	orphans  map[string]int64    // keys whose delete failed → create revision (-1: unknown)
+}
+
+// New connects to etcd and starts a session. It fails with ErrUnavailable
+// within about cfg.DialTimeout if etcd cannot be reached, refuses the
+// credentials or the TLS handshake.
+func New(ctx context.Context, cfg Config) (*Locker, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.DialTimeout,
+		TLS:         cfg.TLS,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		Logger:      cfg.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		// Block until connected, and say why not: a TLS or DNS error
+		// instead of a bare deadline.
+		DialOptions: []grpc.DialOption{grpc.WithBlock(), grpc.WithReturnConnectionError()}, //nolint:staticcheck // the error is worth it
+		Context:     ctx,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err)
+	}
+	gctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	sent := time.Now()
+	g, err := cli.Grant(gctx, int64(cfg.TTL/time.Second))
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("%w: %s: grant lease: %v", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err)
+	}
+	ttl := time.Duration(g.TTL) * time.Second
+	l := &Locker{
+		cli:      cli,
+		lease:    g.ID,
+		prefix:   cfg.Prefix,
+		ttl:      ttl,
+		margin:   max(time.Second, ttl/4),
+		op:       min(cfg.DialTimeout, 2*time.Second),
+		log:      cfg.Logger,
+		lost:     make(chan struct{}),
+		closed:   make(chan struct{}),
+		deadline: sent.Add(ttl),
+		inUse:    map[string]struct{}{},
+		orphans:  map[string]int64{},
+	}
+	kctx, kcancel := context.WithCancel(context.Background())
+	l.cancel = kcancel
+	l.wg.Add(1)
+	go l.keepAlive(kctx)
+	return l, nil
+}
+
+func (c *Config) fill() error {
+	if len(c.Endpoints) == 0 {
+		return fmt.Errorf("%w: no endpoints", ErrUnavailable)
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if !strings.HasPrefix(c.Prefix, "/") || strings.HasSuffix(c.Prefix, "/") {
+		return fmt.Errorf("prefix %q: must start with '/' and not end with one", c.Prefix)
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.TTL < MinTTL || c.TTL%time.Second != 0 {
+		return fmt.Errorf("TTL %s: want whole seconds, at least %s", c.TTL, MinTTL)
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.DialTimeout < 0 {
+		return fmt.Errorf("dial timeout %s: must be positive", c.DialTimeout)
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+// TTL returns the lease's TTL as the server granted it.
+func (l *Locker) TTL() time.Duration { return l.ttl }
+
+// LostMargin returns how long before the lease could expire Lost fires.
+func (l *Locker) LostMargin() time.Duration { return l.margin }
+
+// Lost returns a channel closed once the session's lease may have expired:
+// when the server says it is gone, or when no keep-alive has been
+// confirmed for so long that it could expire within LostMargin. Other
+// processes cannot be granted our locks before that moment.
+func (l *Locker) Lost() <-chan struct{} { return l.lost }
+
+// Close stops the keep-alives, deletes keys it could not delete before and
+// revokes the lease, which releases every lock still held. It waits at most
+// about a second per request when etcd is down.
+func (l *Locker) Close() error {
+	select {
+	case <-l.closed:
+		return nil
+	default:
+	}
+	close(l.closed)
+	l.cancel()
+	l.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), l.op)
+	defer cancel()
+	_, err := l.cli.Revoke(ctx, l.lease)
+	l.markLost()
+	return errors.Join(err, l.cli.Close())
+}
+
+func (l *Locker) markLost() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.lost:
+	default:
+		close(l.lost)
+	}
+}
+
+// keepAlive renews the lease every TTL/3 and closes lost when the lease is
+// gone or may be. The deadline is counted from when a successful request was
+// sent, not from when its answer came: the server renewed it in between.
+func (l *Locker) keepAlive(ctx context.Context) {
+	defer l.wg.Done()
+	every := l.ttl / 3
+	next := every
+	for {
+		l.mu.Lock()
+		untilLost := time.Until(l.deadline.Add(-l.margin))
+		l.mu.Unlock()
+		if untilLost <= 0 {
+			l.log.Warn("etcd lease may have expired: locks are lost", zap.Int64("lease", int64(l.lease)))
+			l.markLost()
+			return
+		}
+		t := time.NewTimer(min(next, untilLost))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if time.Until(l.deadline.Add(-l.margin)) <= 0 {
+			continue
+		}
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, min(every, time.Until(l.deadline.Add(-l.margin))))
+		resp, err := l.cli.KeepAliveOnce(rctx, l.lease)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			l.mu.Lock()
+			l.deadline = sent.Add(time.Duration(resp.TTL) * time.Second)
+			l.mu.Unlock()
+			next = every
+			l.deleteOrphans(ctx)
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) || err == nil:
+			l.log.Warn("etcd lease is gone: locks are lost", zap.Int64("lease", int64(l.lease)))
+			l.markLost()
+			return
+		case ctx.Err() != nil:
+			return
+		default:
+			l.log.Info("etcd keep-alive failed; retrying", zap.Error(err))
+			next = 500 * time.Millisecond
+		}
+	}
+}
+
+// deleteOrphans retries deletes of waiter and holder keys that failed, so
+// that a key we gave up on never blocks the others while our lease lives.
+func (l *Locker) deleteOrphans(ctx context.Context) {
+	l.mu.Lock()
+	keys := make(map[string]int64, len(l.orphans))
+	for k, rev := range l.orphans {
+		keys[k] = rev
+	}
+	l.mu.Unlock()
+	for k, rev := range keys {
+		rctx, cancel := context.WithTimeout(ctx, l.op)
+		err := l.deleteKey(rctx, k, rev)
+		cancel()
+		if err == nil {
+			l.mu.Lock()
+			delete(l.orphans, k)
+			delete(l.inUse, k)
+			l.mu.Unlock()
+		}
+	}
+}
+
+// deleteKey deletes key only if it is still the one created at rev, so
+// that a late retry cannot delete a newer key. rev -1 (a put whose outcome
+// is unknown) deletes whatever is there: the key name stays reserved for
+// us until then, so nothing newer of ours can be there.
+func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
+	if rev < 0 {
+		_, err := l.cli.Delete(ctx, key)
+		return err
+	}
+	_, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key)).Commit()
+	return err
+}
+
+// release deletes key, or leaves it to the keep-alive loop if etcd does
+// not answer within the cleanup bound; the key name is free for reuse once
+// it is deleted.
+func (l *Locker) release(key string, rev int64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.op)
+	defer cancel()
+	err := l.deleteKey(ctx, key, rev)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.orphans[key] = rev
+		return fmt.Errorf("%w: delete %s: %v", ErrUnavailable, key, err)
+	}
+	delete(l.inUse, key)
+	return nil
+}
+
+func (l *Locker) lockPrefix(name string) string {
+	return l.prefix + "/locks/" + EscapeName(name) + "/"
+}
+
+// myKey picks this Locker's key for a new acquisition under pfx: the lease
+// in hex, as concurrency.Mutex and etcdctl write it (".s" added for a
+// shared lock), or, when this Locker has that key already, the lease and a
+// sequence number.
+func (l *Locker) myKey(pfx string, shared bool) string {
+	suffix := ""
+	if shared {
+		suffix = sharedSuffix
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := fmt.Sprintf("%s%x%s", pfx, int64(l.lease), suffix)
+	if _, taken := l.inUse[key]; taken {
+		l.seq++
+		key = fmt.Sprintf("%s%x-%d%s", pfx, int64(l.lease), l.seq, suffix)
+	}
+	l.inUse[key] = struct{}{}
+	return key
+}
+
+const sharedSuffix = ".s"
+
+func isShared(key []byte) bool { return strings.HasSuffix(string(key), sharedSuffix) }
+
+// Lock acquires the lock name: exclusive (the oldest key under the lock's
+// prefix holds it) or shared (held while no older key is exclusive). With
+// wait it queues and watches only the key it waits for; without, it tries
+// once and returns ErrBusy. value is stored as the key's value (the holder
+// record).
+//
+// If ctx ends, the session is lost or the Locker closes while it waits,
+// Lock deletes its waiter key, waiting at most about two seconds for etcd
+// (a key it cannot delete is deleted later, before the lease could be
+// renewed with it in the way), and returns the reason.
+func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value []byte) (*Lock, error) {
+	select {
+	case <-l.closed:
+		return nil, ErrClosed
+	case <-l.lost:
+		return nil, ErrSessionLost
+	default:
+	}
+	pfx := l.lockPrefix(name)
+	key := l.myKey(pfx, shared)
+	resp, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease))).Commit()
+	if err != nil || !resp.Succeeded {
+		l.release(key, -1) // the put may have happened
+		if err == nil {
+			err = fmt.Errorf("key %s exists already", key)
+		}
+		return nil, fmt.Errorf("%w: queue for %q: %v", ErrUnavailable, name, err)
+	}
+	rev := resp.Header.Revision
+	k := &Lock{l: l, name: name, key: key, rev: rev}
+	for {
+		blocker, err := l.blocker(ctx, pfx, rev, shared)
+		if err == nil && blocker == "" {
+			break
+		}
+		if err == nil && !wait {
+			err = ErrBusy
+		}
+		if err == nil {
+			err = l.waitDelete(ctx, blocker)
+		}
+		if errors.Is(err, errRetry) {
+			err = l.pause(ctx)
+		}
+		if err != nil {
+			l.release(key, rev)
+			return nil, err
+		}
+	}
+	// Granted: check that our key survived the wait (the lease may have
+	// expired meanwhile, and someone else been granted the lock).
+	g, err := l.cli.Get(ctx, key)
+	if err != nil || len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != rev {
+		l.release(key, rev)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return nil, ErrSessionLost
+	}
+	k.start()
+	return k, nil
+}
+
+// errRetry marks a failed etcd request during a wait: the wait goes on,
+// until its ctx ends or the session is lost.
+var errRetry = errors.New("retry")
+
+// pause waits a little before a retry, unless the wait must end.
+func (l *Locker) pause(ctx context.Context) error {
+	t := time.NewTimer(200 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.lost:
+		return ErrSessionLost
+	case <-l.closed:
+		return ErrClosed
+	case <-t.C:
+		return nil
+	}
+}
+
+// blocker returns the newest key created before rev that keeps us from the
+// lock: any key for an exclusive lock, an exclusive key for a shared one.
+func (l *Locker) blocker(ctx context.Context, pfx string, rev int64, shared bool) (string, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithMaxCreateRev(rev - 1), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend)}
+	if !shared {
+		opts = append(opts, clientv3.WithLimit(1))
+	}
+	resp, err := l.cli.Get(ctx, pfx, opts...)
+	if err != nil {
+		return "", l.waitErr(ctx, err)
+	}
+	for _, kv := range resp.Kvs {
+		if !shared || !isShared(kv.Key) {
+			return string(kv.Key), nil
+		}
+	}
+	return "", nil
+}
+
+// waitDelete returns once key is gone. Its watch starts at the current
+// revision, so the server serves it as a synced watcher (a watch from a
+// past revision can be woken up to ~100 ms late); the key is looked up
+// again once the watch exists, so a delete in between is not missed.
+func (l *Locker) waitDelete(ctx context.Context, key string) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := l.cli.Watch(wctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+	created := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.lost:
+			return ErrSessionLost
+		case <-l.closed:
+			return ErrClosed
+		case wr, ok := <-wch:
+			if !ok {
+				return l.waitErr(ctx, errors.New("watch closed"))
+			}
+			if err := wr.Err(); err != nil {
+				return l.waitErr(ctx, err)
+			}
+			if wr.Created && !created {
+				created = true
+				g, err := l.cli.Get(ctx, key, clientv3.WithKeysOnly())
+				if err != nil {
+					return l.waitErr(ctx, err)
+				}
+				if len(g.Kvs) == 0 {
+					return nil
+				}
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// waitErr turns a failed request during a wait into the reason to stop
+// waiting, or errRetry.
+func (l *Locker) waitErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	select {
+	case <-l.lost:
+		return ErrSessionLost
+	case <-l.closed:
+		return ErrClosed
+	default:
+	}
+	l.log.Debug("etcd request failed while waiting; retrying", zap.Error(err))
+	return errRetry
+}
+
+// Lock is a held etcd lock.
+type Lock struct {
+	l    *Locker
+	name string
+	key  string
+	rev  int64
+
+	lost chan struct{} // closed when our key is deleted or the session lost
+	stop context.CancelFunc
+	done chan struct{}
+
+	mu       sync.Mutex
+	released bool
+}
+
+// start watches the lock's own key: deleted by anyone but Unlock, the lock
+// is lost; so it is when the session is.
+func (k *Lock) start() {
+	k.lost = make(chan struct{})
+	k.done = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	k.stop = cancel
+	go func() {
+		defer close(k.done)
+		defer close(k.lost)
+		from := k.rev + 1
+		for {
+			if !k.watch(ctx, from) {
+				return
+			}
+			// The watch broke (compaction, a restart): look at the key,
+			// and watch again from there.
+			var ok bool
+			if from, ok = k.recheck(ctx); !ok {
+				return
+			}
+		}
+	}()
+}
+
+// watch reports false once the lock is lost or released, true if the
+// watch broke first.
+func (k *Lock) watch(ctx context.Context, from int64) bool {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := k.l.cli.Watch(wctx, k.key, clientv3.WithRev(from), clientv3.WithFilterPut())
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-k.l.lost:
+			return false
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				return true
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE {
+					return false
+				}
+			}
+		}
+	}
+}
+
+// recheck waits until etcd says whether our key is still there; it returns
+// the revision to watch from, or false if the lock is gone.
+func (k *Lock) recheck(ctx context.Context) (int64, bool) {
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-k.l.lost:
+			return 0, false
+		case <-time.After(200 * time.Millisecond):
+		}
+		rctx, cancel := context.WithTimeout(ctx, k.l.op)
+		g, err := k.l.cli.Get(rctx, k.key, clientv3.WithKeysOnly())
+		cancel()
+		if err != nil {
+			continue
+		}
+		if len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != k.rev {
+			return 0, false
+		}
+		return g.Header.Revision + 1, true
+	}
+}
+
+// Token returns the fencing token: the create revision of the lock's key,
+// greater than that of every earlier holder of the lock.
+func (k *Lock) Token() int64 { return k.rev }
+
+// Key returns the lock's key.
+func (k *Lock) Key() string { return k.key }
+
+// Lost returns a channel closed when the lock may be lost: its key was
+// deleted by someone else, or the session's lease may have expired. After
+// Unlock it is closed too.
+func (k *Lock) Lost() <-chan struct{} { return k.lost }
+
+// Update replaces the key's value, if the key is still ours.
+func (k *Lock) Update(value []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), k.l.op)
+	defer cancel()
+	return k.putIfHeld(ctx, k.key, value, true)
+}
+
+// putIfHeld puts key (bound to our lease if leased) only while the lock's
+// key is still the one we created.
+func (k *Lock) putIfHeld(ctx context.Context, key string, value []byte, leased bool) error {
+	var opts []clientv3.OpOption
+	if leased {
+		opts = append(opts, clientv3.WithLease(k.l.lease))
+	}
+	resp, err := k.l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k.key), "=", k.rev)).
+		Then(clientv3.OpPut(key, string(value), opts...)).Commit()
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case !resp.Succeeded:
+		return ErrNotHeld
+	}
+	return nil
+}
+
+// Held reports, by asking etcd, whether the lock is still ours.
+func (k *Lock) Held(ctx context.Context) error {
+	resp, err := k.l.cli.Get(ctx, k.key, clientv3.WithKeysOnly())
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != k.rev:
+		return ErrNotHeld
+	}
+	return nil
+}
+
+// Unlock deletes the lock's key, only if it is still the one we created.
+// When etcd does not answer within about two seconds it returns the error
+// and keeps trying in the background while the session lives.
+func (k *Lock) Unlock() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.released {
+		return nil
+	}
+	k.released = true
+	k.stop()
+	<-k.done
+	return k.l.release(k.key, k.rev)
+}
+
+// Info is what Inspect found out about a lock.
+type Info struct {
+	Name    string
+	Key     string // the lock's key prefix
+	Held    bool
+	Shared  bool
+	Token   int64    // the holder's create revision (the first shared holder's)
+	Record  []byte   // the (first) holder's value
+	Holders []string // holder keys
+	Waiters int
+}
+
+// Inspect reports on the lock called name.
+func (l *Locker) Inspect(ctx context.Context, name string) (Info, error) {
+	pfx := l.lockPrefix(name)
+	resp, err := l.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return Info{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return info(name, pfx, resp.Kvs), nil
+}
+
+func info(name, pfx string, kvs []*mvccpb.KeyValue) Info {
+	in := Info{Name: name, Key: pfx}
+	for i, kv := range kvs {
+		switch {
+		case i == 0:
+			in.Held, in.Shared, in.Token, in.Record = true, isShared(kv.Key), kv.CreateRevision, kv.Value
+			in.Holders = append(in.Holders, string(kv.Key))
+		case in.Shared && isShared(kv.Key) && in.Waiters == 0:
+			in.Holders = append(in.Holders, string(kv.Key))
+		default:
+			in.Waiters++
+		}
+	}
+	return in
+}
+
+// List reports on every lock under the prefix, sorted by name.
+func (l *Locker) List(ctx context.Context) ([]Info, error) {
+	root := l.prefix + "/locks/"
+	resp, err := l.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	byName := map[string][]*mvccpb.KeyValue{}
+	for _, kv := range resp.Kvs {
+		seg, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), root), "/")
+		if ok {
+			byName[seg] = append(byName[seg], kv)
+		}
+	}
+	out := make([]Info, 0, len(byName))
+	for seg, kvs := range byName {
+		out = append(out, info(unescapeName(seg), root+seg+"/", kvs))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (l *Locker) doneKey(id string) string { return l.prefix + "/downloads/" + EscapeName(id) }
+
+// MarkDone records that the download id completed, under k: only while k
+// is still held (ErrNotHeld otherwise). The record outlives the session.
+func (l *Locker) MarkDone(ctx context.Context, k *Lock, id string, value []byte) error {
+	return k.putIfHeld(ctx, l.doneKey(id), value, false)
+}
+
+// WaitDone returns when the download id is recorded as done after the call
+// began, or when ctx ends.
+func (l *Locker) WaitDone(ctx context.Context, id string) error {
+	key := l.doneKey(id)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := l.cli.Watch(wctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterDelete())
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case wr, ok := <-wch:
+			if !ok {
+				return l.waitErr(ctx, errors.New("watch closed"))
+			}
+			if err := wr.Err(); err != nil {
+				return l.waitErr(ctx, err)
+			}
+			if len(wr.Events) > 0 {
+				return nil
+			}
+		}
+	}
+}

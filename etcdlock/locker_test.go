@@ -1,0 +1,380 @@
+package etcdlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/toolchainkit/coord/etcdlock"
+	"github.com/toolchainkit/coord/internal/etcdtest"
+)
+
+// servers are the etcds every test runs against: embedded 3.7 always, the
+// system's etcd (Debian's 3.4) when installed.
+var servers []*etcdtest.Server
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "etcdlock-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	s, err := etcdtest.StartEmbedded(dir + "/embedded")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "embedded etcd:", err)
+		return 1
+	}
+	defer s.Stop()
+	servers = append(servers, s)
+	if etcdtest.SystemBinary() != "" {
+		os.Mkdir(dir+"/system", 0o700)
+		s, err := etcdtest.StartSystem(dir + "/system")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "system etcd:", err)
+			return 1
+		}
+		defer s.Stop()
+		servers = append(servers, s)
+	}
+	return m.Run()
+}
+
+// each runs f against every server, with a fresh prefix.
+func each(t *testing.T, f func(t *testing.T, cfg etcdlock.Config)) {
+	for i, s := range servers {
+		t.Run(s.Version, func(t *testing.T) {
+			f(t, etcdlock.Config{
+				Endpoints: []string{s.Endpoint},
+				Prefix:    fmt.Sprintf("/test/%s/%d", t.Name(), i),
+				TTL:       2 * time.Second,
+			})
+		})
+	}
+}
+
+func newLocker(t *testing.T, cfg etcdlock.Config) *etcdlock.Locker {
+	t.Helper()
+	l, err := etcdlock.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func rawClient(t *testing.T, cfg etcdlock.Config) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func mustLock(t *testing.T, l *etcdlock.Locker, name string, shared bool) *etcdlock.Lock {
+	t.Helper()
+	k, err := l.Lock(context.Background(), name, shared, false, []byte(`{"pid":1}`))
+	if err != nil {
+		t.Fatalf("Lock(%q, shared=%v): %v", name, shared, err)
+	}
+	return k
+}
+
+func TestExclusive(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		a, b := newLocker(t, cfg), newLocker(t, cfg)
+		held := mustLock(t, a, "x", false)
+		if _, err := b.Lock(context.Background(), "x", false, false, nil); !errors.Is(err, etcdlock.ErrBusy) {
+			t.Fatalf("try while held = %v; want ErrBusy", err)
+		}
+		got := make(chan *etcdlock.Lock)
+		go func() {
+			k, err := b.Lock(context.Background(), "x", false, true, []byte(`{"pid":2}`))
+			if err != nil {
+				t.Error(err)
+			}
+			got <- k
+		}()
+		waitWaiters(t, b, "x", 1)
+		select {
+		case <-got:
+			t.Fatal("granted while held")
+		case <-time.After(100 * time.Millisecond):
+		}
+		released := time.Now()
+		held.Unlock()
+		k := <-got
+		if k == nil {
+			return
+		}
+		t.Logf("handoff %s", time.Since(released))
+		if k.Token() <= held.Token() {
+			t.Errorf("token %d after %d; want greater", k.Token(), held.Token())
+		}
+		info, err := a.Inspect(context.Background(), "x")
+		if err != nil || !info.Held || info.Token != k.Token() || string(info.Record) != `{"pid":2}` || info.Waiters != 0 {
+			t.Errorf("Inspect = %+v, %v", info, err)
+		}
+		k.Unlock()
+	})
+}
+
+// waitWaiters waits until the lock has n waiters.
+func waitWaiters(t *testing.T, l *etcdlock.Locker, name string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		info, err := l.Inspect(context.Background(), name)
+		if err == nil && info.Waiters == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lock %q: %+v, %v; want %d waiters", name, info, err, n)
+		}
+	}
+}
+
+func TestShared(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		a, b, c := newLocker(t, cfg), newLocker(t, cfg), newLocker(t, cfg)
+		s1, s2 := mustLock(t, a, "s", true), mustLock(t, b, "s", true)
+		if _, err := c.Lock(context.Background(), "s", false, false, nil); !errors.Is(err, etcdlock.ErrBusy) {
+			t.Fatalf("exclusive while shared = %v; want ErrBusy", err)
+		}
+		info, _ := c.Inspect(context.Background(), "s")
+		if !info.Held || !info.Shared || len(info.Holders) != 2 {
+			t.Fatalf("Inspect = %+v; want 2 shared holders", info)
+		}
+		got := make(chan error)
+		go func() {
+			k, err := c.Lock(context.Background(), "s", false, true, nil)
+			if err == nil {
+				k.Unlock()
+			}
+			got <- err
+		}()
+		waitWaiters(t, c, "s", 1)
+		// A reader arriving after a queued writer waits for it.
+		if _, err := a.Lock(context.Background(), "s", true, false, nil); !errors.Is(err, etcdlock.ErrBusy) {
+			t.Fatalf("shared behind a queued exclusive = %v; want ErrBusy", err)
+		}
+		s1.Unlock()
+		select {
+		case err := <-got:
+			t.Fatalf("exclusive granted with a shared holder left: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		s2.Unlock()
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestConcurrentLocksOfOneLocker(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		l := newLocker(t, cfg)
+		inside, max := 0, 0
+		done := make(chan bool)
+		var mu = make(chan struct{}, 1)
+		for range 4 {
+			go func() {
+				for range 5 {
+					k, err := l.Lock(context.Background(), "same", false, true, nil)
+					if err != nil {
+						t.Error(err)
+						done <- false
+						return
+					}
+					mu <- struct{}{}
+					inside++
+					max = maxInt(max, inside)
+					<-mu
+					time.Sleep(time.Millisecond)
+					mu <- struct{}{}
+					inside--
+					<-mu
+					k.Unlock()
+				}
+				done <- true
+			}()
+		}
+		for range 4 {
+			<-done
+		}
+		if max != 1 {
+			t.Fatalf("%d goroutines of one Locker inside at once; want 1", max)
+		}
+	})
+}
+
+func maxInt(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// Cancelling a wait removes the waiter key (etcd issue 18082).
+func TestCancelRemovesWaiterKey(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		a, b := newLocker(t, cfg), newLocker(t, cfg)
+		held := mustLock(t, a, "c", false)
+		defer held.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if _, err := b.Lock(ctx, "c", false, true, nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lock = %v; want DeadlineExceeded", err)
+		}
+		if info, _ := a.Inspect(context.Background(), "c"); info.Waiters != 0 {
+			t.Fatalf("%d waiters after the cancelled wait; want 0", info.Waiters)
+		}
+	})
+}
+
+// Unlock deletes only the key it created (etcd issue 22082).
+func TestUnlockDeletesOnlyItsOwnKey(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		l := newLocker(t, cfg)
+		c := rawClient(t, cfg)
+		k := mustLock(t, l, "own", false)
+		c.Delete(context.Background(), k.Key())
+		select {
+		case <-k.Lost():
+		case <-time.After(2 * time.Second):
+			t.Fatal("Lost not closed 2s after the key was deleted")
+		}
+		c.Put(context.Background(), k.Key(), "newer")
+		k.Unlock()
+		g, err := c.Get(context.Background(), k.Key())
+		if err != nil || len(g.Kvs) != 1 || string(g.Kvs[0].Value) != "newer" {
+			t.Fatalf("after Unlock the newer key is %v, %v; want it kept", g.Kvs, err)
+		}
+		c.Delete(context.Background(), k.Key())
+	})
+}
+
+// A revoked lease is noticed, and a waiter whose lease is gone stops
+// waiting (etcd issue 19597).
+func TestLeaseGone(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		a, b := newLocker(t, cfg), newLocker(t, cfg)
+		held := mustLock(t, a, "lease", false)
+		defer held.Unlock()
+		errc := make(chan error)
+		go func() {
+			_, err := b.Lock(context.Background(), "lease", false, true, nil)
+			errc <- err
+		}()
+		waitWaiters(t, a, "lease", 1)
+		info, _ := a.Inspect(context.Background(), "lease")
+		_ = info
+		c := rawClient(t, cfg)
+		leases, err := c.Leases(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Revoke the waiter's lease: the one that is not the holder's.
+		hk, _ := c.Get(context.Background(), held.Key())
+		for _, ls := range leases.Leases {
+			if ls.ID != clientv3.LeaseID(hk.Kvs[0].Lease) {
+				c.Revoke(context.Background(), ls.ID)
+			}
+		}
+		select {
+		case err := <-errc:
+			if !errors.Is(err, etcdlock.ErrSessionLost) {
+				t.Fatalf("waiter with a revoked lease = %v; want ErrSessionLost", err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("waiter still waiting 3s after its lease was revoked")
+		}
+		select {
+		case <-b.Lost():
+		default:
+			t.Fatal("Lost not closed")
+		}
+	})
+}
+
+func TestDone(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		a, b := newLocker(t, cfg), newLocker(t, cfg)
+		k := mustLock(t, a, "toolchain/x", false)
+		errc := make(chan error)
+		go func() { errc <- b.WaitDone(context.Background(), "x") }()
+		time.Sleep(50 * time.Millisecond)
+		if err := a.MarkDone(context.Background(), k, "x", []byte(`{"dest":"/d"}`)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("WaitDone did not return 2s after MarkDone")
+		}
+		k.Unlock()
+		if err := a.MarkDone(context.Background(), k, "x", nil); !errors.Is(err, etcdlock.ErrNotHeld) {
+			t.Fatalf("MarkDone after Unlock = %v; want ErrNotHeld", err)
+		}
+	})
+}
+
+// With etcd gone, a cancelled wait returns within the cleanup bound and
+// leaves no goroutine behind.
+func TestCancelWithEtcdStopped(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // the shared servers run on
+	s, err := etcdtest.StartEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A TTL long enough that the session outlives stopping etcd.
+	cfg := etcdlock.Config{Endpoints: []string{s.Endpoint}, TTL: 10 * time.Second, DialTimeout: time.Second}
+	a, err := etcdlock.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := etcdlock.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := mustLock(t, a, "down", false)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error)
+	go func() {
+		_, err := b.Lock(ctx, "down", false, true, nil)
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	s.Stop()
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Lock = %v; want context.Canceled", err)
+		}
+		t.Logf("cancelled wait returned %s after cancel, etcd down", time.Since(start))
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("returned after %s; want within the 1s cleanup bound (+slack)", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("cancelled wait still blocked 10s later with etcd down")
+	}
+	held.Unlock()
+	a.Close()
+	b.Close()
+}

@@ -1,0 +1,162 @@
+// Package etcdtest runs etcd servers on loopback for tests: an embedded
+// etcd (the server library coord is built against) or, when it is
+// installed, the etcd binary from the system (Debian's etcd-server 3.4),
+// so that tests also meet an etcd nobody here built.
+package etcdtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Server is a running single-member etcd.
+type Server struct {
+	Endpoint string // client URL
+	Version  string // "embedded" or "system"
+	stop     func() error
+}
+
+// Stop stops the server and waits for it.
+func (s *Server) Stop() error { return s.stop() }
+
+// freePorts returns n loopback ports that were free a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// StartEmbedded starts an embedded etcd with its data in dir, tuned for
+// tests: 10 ms heartbeats, 100 ms elections, no fsync.
+func StartEmbedded(dir string) (*Server, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[0]))
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[1]))
+	cfg := embed.NewConfig()
+	cfg.Name = "test"
+	cfg.Dir = dir
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.TickMs, cfg.ElectionMs = 10, 100
+	cfg.UnsafeNoFsync = true
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, err
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, errors.New("embedded etcd not ready after 30s")
+	}
+	return &Server{Endpoint: cu.String(), Version: "embedded", stop: func() error { e.Close(); return nil }}, nil
+}
+
+// SystemBinary returns the path of an installed etcd, or "".
+func SystemBinary() string {
+	p, err := exec.LookPath("etcd")
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+// StartSystem starts the installed etcd binary with its data in dir and
+// waits until it answers on its client URL.
+func StartSystem(dir string) (*Server, error) {
+	bin := SystemBinary()
+	if bin == "" {
+		return nil, errors.New("no etcd binary on PATH")
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	log, err := os.Create(filepath.Join(dir, "etcd.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin,
+		"--name", "test", "--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "test="+peer,
+		"--heartbeat-interval", "10", "--election-timeout", "100",
+		"--unsafe-no-fsync", "--log-level", "error")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); log.Close(); close(done) }()
+	stop := func() error {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		select {
+		case <-done:
+			b, _ := os.ReadFile(filepath.Join(dir, "etcd.log"))
+			return nil, fmt.Errorf("etcd exited: %s", strings.TrimSpace(string(b)))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if ready(client) {
+			return &Server{Endpoint: client, Version: "system", stop: stop}, nil
+		}
+	}
+	stop()
+	return nil, errors.New("system etcd not ready after 30s")
+}
+
+// ready reports whether etcd answers /health with health true.
+func ready(client string) bool {
+	c := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(client + "/health")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.Contains(string(b), `"health":"true"`)
+}
