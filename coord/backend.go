@@ -32,6 +32,21 @@ type held interface {
 	Unlock() error
 }
 
+// downloads is what a backend that records downloads itself offers on top
+// of its locks (etcd: <prefix>/downloads/<id>). The marker in dest stays
+// the truth; these records only wake waiters sooner and make a commit check
+// that the lock is still held.
+type downloads interface {
+	// checkHeld asks the backend whether h is still held.
+	checkHeld(ctx context.Context, h held) error
+	// markDone records that id completed, only while h is held.
+	markDone(ctx context.Context, h held, id string, record []byte) error
+	// waitDone returns when id is recorded as completed after the call.
+	waitDone(ctx context.Context, id string) error
+}
+
+var _ downloads = etcdBackend{}
+
 // errBusy is a backend's answer to a single try on a held lock.
 var errBusy = errors.New("busy")
 

@@ -202,9 +202,14 @@ func TestUnlockTwice(t *testing.T) {
 
 func TestEtcdSelectedButMissingFailsClosed(t *testing.T) {
 	ctx := context.Background()
-	cfg := coord.Config{Endpoints: []string{"http://127.0.0.1:1"}, LockDir: t.TempDir()}
-	if _, err := coord.New(ctx, cfg); !errors.Is(err, coord.ErrBackendUnavailable) {
-		t.Fatalf("New with endpoints = %v; want ErrBackendUnavailable", err)
+	cfg := coord.Config{Endpoints: []string{"http://127.0.0.1:1"}, LockDir: t.TempDir(), DialTimeout: 500 * time.Millisecond}
+	start := time.Now()
+	_, err := coord.New(ctx, cfg)
+	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "--fallback") {
+		t.Fatalf("New with endpoints = %v; want ErrBackendUnavailable naming the endpoint and --fallback", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("New failed after %s; want about the 500ms dial timeout", d)
 	}
 	cfg.Fallback = coord.BackendFile
 	m, err := coord.New(ctx, cfg)

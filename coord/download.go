@@ -87,9 +87,7 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	} else if errors.Is(err, errBusy) {
 		// Someone downloads: wait for them to finish, together with
 		// everyone else who waits.
-		var s *Lock
-		if s, err = c.m.lock(ctx, name, true, o.timeout); err == nil {
-			s.Unlock()
+		if err = c.waitDownloader(ctx, id, name, o.timeout); err == nil {
 			if complete(dest) {
 				return d, nil
 			}
@@ -119,6 +117,50 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 		return nil, err
 	}
 	return d, nil
+}
+
+// waitDownloader waits until the downloader of id lets go of its lock: in
+// shared mode, so that all waiters wake at once, and, where the backend
+// records downloads, until the download is recorded as done, whichever
+// comes first.
+func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name string, timeout time.Duration) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		l   *Lock
+		err error
+	}
+	shared := make(chan result, 1)
+	go func() {
+		l, err := c.m.lock(wctx, name, true, timeout)
+		shared <- result{l, err}
+	}()
+	var done chan error
+	if dl, ok := c.m.b.(downloads); ok {
+		done = make(chan error, 1)
+		go func() { done <- dl.waitDone(wctx, id) }()
+	}
+	var r result
+	select {
+	case r = <-shared:
+	case err := <-done:
+		if err != nil { // no record to wait for: the lock alone tells
+			r = <-shared
+			break
+		}
+		cancel()
+		if r = <-shared; r.err != nil {
+			r.err = nil // cancelled because the download is done
+		}
+	}
+	cancel()
+	if done != nil {
+		<-done
+	}
+	if r.l != nil {
+		r.l.Unlock()
+	}
+	return r.err
 }
 
 // checkDest makes dest absolute and refuses one that exists as anything but
@@ -307,6 +349,17 @@ func (d *Download) Commit() error {
 		d.m.log.Warn("destination completed by another download; keeping it", zap.String("id", d.id), zap.String("dest", d.dest))
 		return nil
 	}
+	rec, recorded := d.m.b.(downloads)
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if recorded {
+		// Publish only while still holding the lock. The check and the
+		// rename are two steps: a holder paused between them can still
+		// publish after losing the lock (see the package doc).
+		if err := rec.checkHeld(ctx, d.lock.h); err != nil {
+			return fmt.Errorf("download %q: %w", d.id, err)
+		}
+	}
 	if err := clearDest(d.dest, d.m.log); err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
@@ -315,8 +368,18 @@ func (d *Download) Commit() error {
 	}
 	syncDir(filepath.Dir(d.dest))
 	d.committed = true
+	if recorded {
+		// Waiters also learn it when the lock is released: a failed
+		// record only costs them that moment.
+		if err := rec.markDone(ctx, d.lock.h, d.id, b); err != nil {
+			d.m.log.Warn("download committed but not recorded", zap.String("id", d.id), zap.Error(err))
+		}
+	}
 	return nil
 }
+
+// commitTimeout bounds the backend requests of a Commit.
+const commitTimeout = 10 * time.Second
 
 // clearDest makes way for a new dest: an empty directory is removed,
 // anything else is moved aside under a name that says what happened.

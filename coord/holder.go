@@ -67,11 +67,15 @@ func parseRecord(b []byte) *Holder {
 	if len(b) == 0 {
 		return nil
 	}
-	var h Holder
+	var h struct {
+		Holder
+		Since time.Time `json:"since"` // in etcd records only
+	}
 	if err := json.Unmarshal(b, &h); err != nil || h.PID <= 0 {
 		return nil
 	}
-	return &h
+	h.Holder.Since = h.Since
+	return &h.Holder
 }
 
 // String says who holds the lock, for messages: `pid 4242 on host ci-7

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +44,17 @@ type Config struct {
 	// this host only, with a warning. Empty (or "none") fails closed. An
 	// explicit Backend "etcd" never falls back.
 	Fallback string
+
+	// Prefix is where coord's etcd keys live; default "/toolchainkit".
+	Prefix string
+	// TTL is the etcd lease's, in whole seconds, at least 2s; default 10s.
+	TTL time.Duration
+	// DialTimeout bounds connecting to etcd; default 5s.
+	DialTimeout time.Duration
+	// CACert, Cert and Key are PEM files for TLS to etcd.
+	CACert, Cert, Key string
+	// Username and Password authenticate to etcd.
+	Username, Password string
 }
 
 // Option configures a Manager.
@@ -102,7 +112,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	var b backend
 	var err error
 	if kind == BackendEtcd {
-		b, err = newEtcdBackend(ctx, cfg)
+		b, err = newEtcdBackend(ctx, cfg, o.log)
 		if err != nil && auto && cfg.Fallback == BackendFile {
 			o.log.Warn("etcd unreachable; falling back to file locks on this host only: processes on other hosts are NOT excluded",
 				zap.Strings("endpoints", cfg.Endpoints), zap.Error(err))
@@ -146,15 +156,6 @@ func newFileBackend(dir string) (fileBackend, error) {
 		return fileBackend{}, fmt.Errorf("%w: file: %w", ErrBackendUnavailable, err)
 	}
 	return fileBackend{l}, nil
-}
-
-// newEtcdBackend fails closed until the etcd backend exists.
-func newEtcdBackend(_ context.Context, cfg Config) (backend, error) {
-	if len(cfg.Endpoints) == 0 {
-		return nil, fmt.Errorf("%w: etcd: no endpoints configured (--etcd-endpoints, COORD_ETCD_ENDPOINTS)", ErrBackendUnavailable)
-	}
-	return nil, fmt.Errorf("%w: etcd %s: this build has no etcd backend (use --fallback=file to lock on this host only)",
-		ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","))
 }
 
 // Backend returns "file" or "etcd".

@@ -1,0 +1,209 @@
+package coord
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/toolchainkit/coord/etcdlock"
+)
+
+var _ backend = etcdBackend{}
+
+// etcdBackend adapts an etcdlock.Locker.
+type etcdBackend struct{ l *etcdlock.Locker }
+
+// etcdHeld is a held etcd lock; its records carry the time it was granted,
+// which etcd does not keep.
+type etcdHeld struct {
+	*etcdlock.Lock
+	since time.Time
+}
+
+func (h etcdHeld) Update(record []byte) error {
+	return etcdError(h.Lock.Update(withSince(record, h.since)))
+}
+
+func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger) (backend, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, fmt.Errorf("%w: etcd: no endpoints configured (--etcd-endpoints, COORD_ETCD_ENDPOINTS)", ErrBackendUnavailable)
+	}
+	for _, e := range cfg.Endpoints {
+		if err := checkEndpoint(e); err != nil {
+			return nil, err
+		}
+	}
+	tc, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l, err := etcdlock.New(ctx, etcdlock.Config{
+		Endpoints:   cfg.Endpoints,
+		Prefix:      cfg.Prefix,
+		TTL:         cfg.TTL,
+		DialTimeout: cfg.DialTimeout,
+		TLS:         tc,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		Logger:      log,
+	})
+	switch {
+	case errors.Is(err, etcdlock.ErrUnavailable):
+		return nil, fmt.Errorf("%w: %v (set --fallback=file or COORD_FALLBACK=file to lock on this host only)", ErrBackendUnavailable, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: etcd: %v", ErrInvalidArgument, err)
+	}
+	return etcdBackend{l}, nil
+}
+
+// checkEndpoint accepts host:port and http(s)://host:port.
+func checkEndpoint(e string) error {
+	u, err := url.Parse(e)
+	if err == nil && u.Scheme != "" && u.Host == "" && u.Opaque != "" {
+		u, err = url.Parse("http://" + e) // host:port parses as scheme:opaque
+	} else if err == nil && u.Scheme == "" {
+		u, err = url.Parse("http://" + e)
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: etcd endpoint %q: %v", ErrInvalidArgument, e, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%w: etcd endpoint %q: want http://, https:// or host:port", ErrInvalidArgument, e)
+	case u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil:
+		return fmt.Errorf("%w: etcd endpoint %q: want scheme://host:port", ErrInvalidArgument, e)
+	}
+	return nil
+}
+
+// tlsConfig builds the client's TLS settings from PEM files; nil when none
+// are given and no endpoint is https.
+func tlsConfig(cfg Config) (*tls.Config, error) {
+	https := false
+	for _, e := range cfg.Endpoints {
+		https = https || strings.HasPrefix(e, "https://")
+	}
+	if cfg.CACert == "" && cfg.Cert == "" && cfg.Key == "" && !https {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CACert != "" {
+		pem, err := os.ReadFile(cfg.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("%w: etcd CA certificate: %v", ErrInvalidArgument, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: etcd CA certificate %s: no PEM certificate in it", ErrInvalidArgument, cfg.CACert)
+		}
+	}
+	if (cfg.Cert == "") != (cfg.Key == "") {
+		return nil, fmt.Errorf("%w: etcd client certificate and key go together", ErrInvalidArgument)
+	}
+	if cfg.Cert != "" {
+		c, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: etcd client certificate: %v", ErrInvalidArgument, err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return tc, nil
+}
+
+func (b etcdBackend) kind() string { return BackendEtcd }
+
+func (b etcdBackend) lock(ctx context.Context, name string, shared, wait bool, record []byte) (held, error) {
+	start := time.Now()
+	k, err := b.l.Lock(ctx, name, shared, wait, withSince(record, start))
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	h := etcdHeld{k, start}
+	if time.Since(start) > 50*time.Millisecond {
+		// We queued at start but hold only now.
+		h.since = time.Now()
+		h.Update(record)
+	}
+	return h, nil
+}
+
+func (b etcdBackend) inspect(ctx context.Context, name string) (Status, error) {
+	info, err := b.l.Inspect(ctx, name)
+	if err != nil {
+		return Status{}, etcdError(err)
+	}
+	return etcdStatus(info), nil
+}
+
+func (b etcdBackend) list(ctx context.Context) ([]Status, error) {
+	infos, err := b.l.List(ctx)
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	out := make([]Status, len(infos))
+	for i, info := range infos {
+		out[i] = etcdStatus(info)
+	}
+	return out, nil
+}
+
+func (b etcdBackend) close() error { return b.l.Close() }
+
+func etcdStatus(info etcdlock.Info) Status {
+	s := Status{Name: info.Name, Backend: BackendEtcd, Where: info.Key, Held: info.Held, Shared: info.Shared,
+		Token: info.Token, Waiters: info.Waiters}
+	if h := parseRecord(info.Record); h != nil {
+		h.Token, h.Backend, h.Shared = info.Token, BackendEtcd, info.Shared
+		s.Holder = h
+	}
+	return s
+}
+
+// The download records of the etcd backend (see downloads).
+
+func (b etcdBackend) checkHeld(ctx context.Context, h held) error {
+	return etcdError(h.(etcdHeld).Held(ctx))
+}
+
+func (b etcdBackend) markDone(ctx context.Context, h held, id string, record []byte) error {
+	return etcdError(b.l.MarkDone(ctx, h.(etcdHeld).Lock, id, record))
+}
+
+func (b etcdBackend) waitDone(ctx context.Context, id string) error {
+	return etcdError(b.l.WaitDone(ctx, id))
+}
+
+func etcdError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, etcdlock.ErrBusy):
+		return errBusy
+	case errors.Is(err, etcdlock.ErrSessionLost), errors.Is(err, etcdlock.ErrNotHeld):
+		return fmt.Errorf("%w: %w", ErrLockLost, err)
+	case errors.Is(err, etcdlock.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, etcdlock.ErrUnavailable):
+		return fmt.Errorf("%w: %w", ErrBackendUnavailable, err)
+	}
+	return err
+}
+
+// withSince adds "since" to a JSON object record.
+func withSince(record []byte, t time.Time) []byte {
+	if len(record) < 2 || record[0] != '{' {
+		return record
+	}
+	out := fmt.Appendf(nil, `{"since":%q`, t.UTC().Format(time.RFC3339Nano))
+	if len(record) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, record[1:]...)
+}
