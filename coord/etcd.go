@@ -156,6 +156,8 @@ func (b etcdBackend) list(ctx context.Context) ([]Status, error) {
 
 func (b etcdBackend) close() error { return b.l.Close() }
 
+func (b etcdBackend) lostMargin() time.Duration { return b.l.LostMargin() }
+
 func etcdStatus(info etcdlock.Info) Status {
 	s := Status{Name: info.Name, Backend: BackendEtcd, Where: info.Key, Held: info.Held, Shared: info.Shared,
 		Token: info.Token, Waiters: info.Waiters}

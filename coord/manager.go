@@ -161,6 +161,16 @@ func newFileBackend(dir string) (fileBackend, error) {
 // Backend returns "file" or "etcd".
 func (m *Manager) Backend() string { return m.b.kind() }
 
+// LostMargin returns how long before another process could be granted a
+// lock Lost fires: the time a holder has to stop using it. It is 0 for the
+// file backend, whose locks are lost only with their process.
+func (m *Manager) LostMargin() time.Duration {
+	if lm, ok := m.b.(interface{ lostMargin() time.Duration }); ok {
+		return lm.lostMargin()
+	}
+	return 0
+}
+
 // Close releases the backend. Locks still held stay held until Unlock (file)
 // or until their lease ends (etcd).
 func (m *Manager) Close() error {

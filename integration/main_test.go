@@ -2,7 +2,15 @@
 
 // Package integration_test runs coord as a user would: many real OS
 // processes — the coord CLI, and this test binary re-executed as a library
-// worker — contending for locks in a fresh lock directory per test.
+// worker — contending for locks.
+//
+// It is a contract suite: each behaviour is written once and runs as
+// subtests over every backend in backends — "file" (a fresh lock directory
+// per test), "etcd-embedded" (one embedded etcd, started by TestMain) and,
+// when an etcd binary is installed (Debian's etcd-server 3.4),
+// "etcd-system", an etcd that nobody here built. On etcd each test gets a
+// key prefix of its own. Behaviours that exist only on one backend say so
+// and skip on the others.
 package integration_test
 
 import (
@@ -16,15 +24,52 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/etcdtest"
 )
 
 // coordBin is the CLI, built once by TestMain.
 var coordBin string
+
+// backend is one backend the contract suite runs against.
+type backend struct {
+	name     string // "file", "etcd-embedded", "etcd-system"
+	endpoint string // etcd client URL; "" for the file backend
+}
+
+func (b *backend) etcd() bool { return b.endpoint != "" }
+
+// backends are the backends of this run: TestMain adds the etcd servers.
+var backends = []*backend{{name: "file"}}
+
+// etcdTTL is the lease TTL of every coord process on etcd: short, so that a
+// killed holder's locks go quickly, and long enough for keep-alives on a
+// loaded 2-core machine.
+const etcdTTL = 3 * time.Second
+
+// eachBackend runs f as a subtest per backend.
+func eachBackend(t *testing.T, f func(t *testing.T, be *backend)) {
+	t.Helper()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) { f(t, be) })
+	}
+}
+
+// etcdBackends runs f as a subtest per etcd backend; it skips when there
+// is none (there always is: TestMain starts an embedded etcd).
+func etcdBackends(t *testing.T, f func(t *testing.T, be *backend)) {
+	t.Helper()
+	for _, be := range backends {
+		if be.etcd() {
+			t.Run(be.name, func(t *testing.T) { f(t, be) })
+		}
+	}
+}
 
 // Environment of a library worker (this binary re-executed).
 const (
@@ -47,6 +92,7 @@ func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
 }
 
+// buildAndRun builds the CLI, starts the etcd servers and runs the tests.
 func buildAndRun(m *testing.M) int {
 	tmp, err := os.MkdirTemp("", "coord-integration-")
 	if err != nil {
@@ -54,6 +100,35 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
+
+	// The embedded etcd: temp dir, free loopback ports, ReadyNotify (see
+	// etcdtest.StartEmbedded); ~100 ms.
+	if err := os.Mkdir(filepath.Join(tmp, "embedded"), 0o700); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	emb, err := etcdtest.StartEmbedded(filepath.Join(tmp, "embedded"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "embedded etcd:", err)
+		return 1
+	}
+	defer emb.Stop()
+	backends = append(backends, &backend{name: "etcd-embedded", endpoint: emb.Endpoint})
+	// An installed etcd must start: a present binary that fails is a
+	// failure, not a reason to test less.
+	if etcdtest.SystemBinary() != "" {
+		if err := os.Mkdir(filepath.Join(tmp, "system"), 0o700); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		sys, err := etcdtest.StartSystem(filepath.Join(tmp, "system"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "system etcd:", err)
+			return 1
+		}
+		defer sys.Stop()
+		backends = append(backends, &backend{name: "etcd-system", endpoint: sys.Endpoint})
+	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "building coord needs go on PATH:", err)
@@ -70,8 +145,30 @@ func buildAndRun(m *testing.M) int {
 	return m.Run()
 }
 
+// workerConfig is the library's view of the environment that env gives
+// every process: the same backend, lock dir, endpoints, prefix and TTL as
+// the CLI would use.
+func workerConfig() (coord.Config, error) {
+	cfg := coord.Config{
+		Backend: os.Getenv("COORD_BACKEND"),
+		LockDir: os.Getenv("COORD_LOCK_DIR"),
+		Prefix:  os.Getenv("COORD_ETCD_PREFIX"),
+	}
+	if e := os.Getenv("COORD_ETCD_ENDPOINTS"); e != "" {
+		cfg.Endpoints = strings.Split(e, ",")
+	}
+	if s := os.Getenv("COORD_ETCD_TTL"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return cfg, fmt.Errorf("COORD_ETCD_TTL: %w", err)
+		}
+		cfg.TTL = d
+	}
+	return cfg, nil
+}
+
 // worker takes the lock "counter" COORD_TEST_ITER times through the
-// library. Inside the critical section it logs its entry and exit to
+// library, on the backend that workerConfig describes. Inside the critical section it logs its entry and exit to
 // <dir>/../inout ("+ pid unixnano" / "- pid unixnano"), increments <dir>/../counter
 // and appends its fencing token to <dir>/../tokens, all with O_APPEND.
 func worker(role string) error {
@@ -88,7 +185,11 @@ func worker(role string) error {
 		return err
 	}
 	ctx := context.Background()
-	m, err := coord.New(ctx, coord.Config{Backend: coord.BackendFile, LockDir: dir})
+	cfg, err := workerConfig()
+	if err != nil {
+		return err
+	}
+	m, err := coord.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -126,7 +227,7 @@ func worker(role string) error {
 
 // inheritWorker takes the lock "inherit", starts `sleep 60` with the lock's
 // File, writes the sleeper's pid to <dir>/../sleeper and exits without
-// unlocking.
+// unlocking. File backend only.
 func inheritWorker(dir string) error {
 	m, err := coord.New(context.Background(), coord.Config{Backend: coord.BackendFile, LockDir: dir})
 	if err != nil {
@@ -176,16 +277,58 @@ type proc struct {
 	end  time.Time     // when it was reaped
 }
 
-// env is the environment of every process: ours without COORD_* (so that a
-// developer's etcd settings cannot leak in), on the file backend in dir.
-func env(dir string, extra ...string) []string {
+// world is one test's own corner of one backend: a lock directory <root>/locks
+// (the file backend's locks; on etcd it stays unused), root for the test's
+// other files, and on etcd a key prefix nobody else uses.
+type world struct {
+	t      *testing.T
+	be     *backend
+	dir    string // the lock dir
+	root   string // the test's files; processes run here
+	prefix string // etcd key prefix; "" on the file backend
+}
+
+// prefixSeq numbers the worlds of a run, so that two worlds of one test
+// have distinct prefixes.
+var prefixSeq atomic.Int64
+
+// newWorld makes a fresh world on be for t.
+func newWorld(t *testing.T, be *backend) *world {
+	root := t.TempDir()
+	w := &world{t: t, be: be, dir: filepath.Join(root, "locks"), root: root}
+	if be.etcd() {
+		w.prefix = fmt.Sprintf("/t/%s/%d", t.Name(), prefixSeq.Add(1))
+	}
+	return w
+}
+
+// path returns the path of a file of the test, in root.
+func (w *world) path(name string) string { return filepath.Join(w.root, name) }
+
+// cleanEnv is our environment without COORD_* and ETCDCTL_*, so that a
+// developer's settings cannot leak in.
+func cleanEnv() []string {
 	var e []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "COORD_") {
+		if !strings.HasPrefix(kv, "COORD_") && !strings.HasPrefix(kv, "ETCDCTL_") {
 			e = append(e, kv)
 		}
 	}
-	return append(append(e, "COORD_BACKEND=file", "COORD_LOCK_DIR="+dir, "COORD="+coordBin), extra...)
+	return e
+}
+
+// env is the environment of every process of the world: the backend, the
+// lock dir and on etcd the endpoint, the world's prefix and a TTL of
+// etcdTTL; COORD is the CLI. extra comes last and wins.
+func (w *world) env(extra ...string) []string {
+	e := append(cleanEnv(), "COORD_LOCK_DIR="+w.dir, "COORD="+coordBin)
+	if w.be.etcd() {
+		e = append(e, "COORD_BACKEND=etcd", "COORD_ETCD_ENDPOINTS="+w.be.endpoint,
+			"COORD_ETCD_PREFIX="+w.prefix, "COORD_ETCD_TTL="+etcdTTL.String())
+	} else {
+		e = append(e, "COORD_BACKEND=file")
+	}
+	return append(e, extra...)
 }
 
 // start runs path with args and environment env in directory wd.
@@ -222,16 +365,16 @@ func start(t *testing.T, wd string, env []string, path string, args ...string) *
 	return p
 }
 
-// startCoord runs the CLI with lock directory dir, in dir's parent.
-func startCoord(t *testing.T, dir string, args ...string) *proc {
-	t.Helper()
-	return start(t, filepath.Dir(dir), env(dir), coordBin, args...)
+// startCoord runs the CLI in the world, in its root.
+func (w *world) startCoord(args ...string) *proc {
+	w.t.Helper()
+	return start(w.t, w.root, w.env(), coordBin, args...)
 }
 
 // runCoord runs the CLI to completion and returns its status and output.
-func runCoord(t *testing.T, dir string, args ...string) (int, string) {
-	t.Helper()
-	p := startCoord(t, dir, args...)
+func (w *world) runCoord(args ...string) (int, string) {
+	w.t.Helper()
+	p := w.startCoord(args...)
 	return p.wait(procTimeout), p.output()
 }
 
@@ -250,13 +393,6 @@ func (p *proc) wait(d time.Duration) int {
 func (p *proc) output() string {
 	b, _ := os.ReadFile(p.out)
 	return string(b)
-}
-
-// lockDir makes a test's directory: the lock dir <root>/locks, with root as
-// the place for the test's other files.
-func lockDir(t *testing.T) (dir, root string) {
-	root = t.TempDir()
-	return filepath.Join(root, "locks"), root
 }
 
 // waitFor polls until path exists and is not empty; it fails the test
@@ -307,17 +443,18 @@ func lines(t *testing.T, path string) []string {
 	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 }
 
-// runWorkers sets the counter beside dir to 0, starts n library workers,
+// runWorkers sets the world's counter to 0, starts n library workers,
 // each taking the lock "counter" iters times, and waits for all of them to
 // exit 0.
-func runWorkers(t *testing.T, dir string, n, iters int) {
+func (w *world) runWorkers(n, iters int) {
+	t := w.t
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(filepath.Dir(dir), "counter"), []byte("0\n"), 0o644); err != nil {
+	if err := os.WriteFile(w.path("counter"), []byte("0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ps := make([]*proc, n)
 	for i := range ps {
-		ps[i] = start(t, filepath.Dir(dir), env(dir, envWorker+"=counter", envWorkerDir+"="+dir, envWorkerIter+"="+strconv.Itoa(iters)), os.Args[0])
+		ps[i] = start(t, w.root, w.env(envWorker+"=counter", envWorkerDir+"="+w.dir, envWorkerIter+"="+strconv.Itoa(iters)), os.Args[0])
 	}
 	for i, p := range ps {
 		if code := p.wait(procTimeout); code != 0 {
@@ -326,15 +463,17 @@ func runWorkers(t *testing.T, dir string, n, iters int) {
 	}
 }
 
-// runCLILoops starts n shells that each run `coord lock NAME -- sh -c
-// SCRIPT` iters times, one after another, in dir's parent, and waits for
-// all of them to exit 0.
-func runCLILoops(t *testing.T, dir string, n, iters int, name, script string) {
+// runCLILoops starts n shells that each run `coord $GLOBAL lock NAME -- sh
+// -c SCRIPT` iters times, one after another, in the world's root, and waits
+// for all of them to exit 0. GLOBAL (global flags) comes from extra env, if
+// any.
+func (w *world) runCLILoops(n, iters int, name, script string, extra ...string) {
+	t := w.t
 	t.Helper()
-	const loop = `i=0; while [ $i -lt "$ITERS" ]; do "$COORD" lock "$NAME" -- sh -c "$SCRIPT" || exit $?; i=$((i+1)); done`
+	const loop = `i=0; while [ $i -lt "$ITERS" ]; do "$COORD" $GLOBAL lock "$NAME" -- sh -c "$SCRIPT" || exit $?; i=$((i+1)); done`
 	ps := make([]*proc, n)
 	for i := range ps {
-		ps[i] = start(t, filepath.Dir(dir), env(dir, "ITERS="+strconv.Itoa(iters), "NAME="+name, "SCRIPT="+script), "/bin/sh", "-c", loop)
+		ps[i] = start(t, w.root, w.env(append([]string{"ITERS=" + strconv.Itoa(iters), "NAME=" + name, "SCRIPT=" + script}, extra...)...), "/bin/sh", "-c", loop)
 	}
 	for i, p := range ps {
 		if code := p.wait(procTimeout); code != 0 {

@@ -25,6 +25,14 @@ const (
 	flagLockDir    = "lock-dir"
 	flagEndpoints  = "etcd-endpoints"
 	flagFallback   = "fallback"
+	flagPrefix     = "etcd-prefix"
+	flagTTL        = "etcd-ttl"
+	flagDial       = "etcd-dial-timeout"
+	flagCACert     = "etcd-cacert"
+	flagCert       = "etcd-cert"
+	flagKey        = "etcd-key"
+	flagUser       = "etcd-user"
+	flagPassword   = "etcd-password"
 	flagLogLevel   = "log-level"
 	flagLogFormat  = "log-format"
 	flagTimeout    = "timeout"
@@ -33,10 +41,25 @@ const (
 	flagOnLost     = "on-lost"
 	flagJSON       = "json"
 	flagAll        = "all"
+	flagDataDir    = "data-dir"
+	flagClientURL  = "client-url"
+	flagPeerURL    = "peer-url"
+	flagCertFile   = "cert-file"
+	flagKeyFile    = "key-file"
+	flagTrustedCA  = "trusted-ca-file"
+	flagInsecure   = "insecure-listen"
 	envBackend     = "COORD_BACKEND"
 	envLockDir     = "COORD_LOCK_DIR"
 	envEndpoints   = "COORD_ETCD_ENDPOINTS"
 	envFallback    = "COORD_FALLBACK"
+	envPrefix      = "COORD_ETCD_PREFIX"
+	envTTL         = "COORD_ETCD_TTL"
+	envDial        = "COORD_ETCD_DIAL_TIMEOUT"
+	envCACert      = "COORD_ETCD_CACERT"
+	envCert        = "COORD_ETCD_CERT"
+	envKey         = "COORD_ETCD_KEY"
+	envUser        = "COORD_ETCD_USER"
+	envPassword    = "COORD_ETCD_PASSWORD"
 	envLogLevel    = "COORD_LOG_LEVEL"
 	envLogFormat   = "COORD_LOG_FORMAT"
 	envLockName    = "COORD_LOCK_NAME"
@@ -44,6 +67,9 @@ const (
 	envDest        = "COORD_DEST"
 	envToolchainID = "COORD_TOOLCHAIN_ID"
 	envPID         = "COORD_PID"
+	envDataDir     = "COORD_SERVER_DATA_DIR"
+	envClientURL   = "COORD_SERVER_CLIENT_URL"
+	envPeerURL     = "COORD_SERVER_PEER_URL"
 )
 
 // Exit statuses (sysexits), decided only in exitCode.
@@ -88,10 +114,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: flagLockDir, EnvVars: []string{envLockDir}, Usage: "lock directory of the file backend (default ~/.toolchainkit/locks)"},
 			&cli.StringFlag{Name: flagEndpoints, EnvVars: []string{envEndpoints}, Usage: "etcd endpoints, comma-separated"},
 			&cli.StringFlag{Name: flagFallback, EnvVars: []string{envFallback}, Value: "none", Usage: "none, or file: lock on this host only when etcd is unreachable"},
+			&cli.StringFlag{Name: flagPrefix, EnvVars: []string{envPrefix}, Value: "/toolchainkit", Usage: "etcd key prefix"},
+			&cli.DurationFlag{Name: flagTTL, EnvVars: []string{envTTL}, Value: 10 * time.Second, Usage: "etcd lease TTL, whole seconds, at least 2s"},
+			&cli.DurationFlag{Name: flagDial, EnvVars: []string{envDial}, Value: 5 * time.Second, Usage: "how long to try reaching etcd"},
+			&cli.StringFlag{Name: flagCACert, EnvVars: []string{envCACert}, Usage: "PEM file of the CA that signed etcd's certificate"},
+			&cli.StringFlag{Name: flagCert, EnvVars: []string{envCert}, Usage: "PEM client certificate for etcd"},
+			&cli.StringFlag{Name: flagKey, EnvVars: []string{envKey}, Usage: "PEM client key for etcd"},
+			&cli.StringFlag{Name: flagUser, EnvVars: []string{envUser}, Usage: "etcd user (or user:password)"},
+			&cli.StringFlag{Name: flagPassword, EnvVars: []string{envPassword}, Usage: "etcd password (never logged or shown)"},
 			&cli.StringFlag{Name: flagLogLevel, EnvVars: []string{envLogLevel}, Value: "warn", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: flagLogFormat, EnvVars: []string{envLogFormat}, Value: "console", Usage: "console or json"},
 		},
-		Commands: []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), versionCommand()},
+		Commands: []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), serverCommand(), versionCommand()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("unknown command %q", c.Args().First())
@@ -233,9 +267,29 @@ func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, erro
 		return nil, nil, err
 	}
 	cfg := coord.Config{
-		Backend:  c.String(flagBackend),
-		LockDir:  c.String(flagLockDir),
-		Fallback: c.String(flagFallback),
+		Backend:     c.String(flagBackend),
+		LockDir:     c.String(flagLockDir),
+		Fallback:    c.String(flagFallback),
+		Prefix:      c.String(flagPrefix),
+		TTL:         c.Duration(flagTTL),
+		DialTimeout: c.Duration(flagDial),
+		CACert:      c.String(flagCACert),
+		Cert:        c.String(flagCert),
+		Key:         c.String(flagKey),
+		Username:    c.String(flagUser),
+		Password:    c.String(flagPassword),
+	}
+	if cfg.TTL < 2*time.Second || cfg.TTL%time.Second != 0 {
+		return nil, nil, usagef("--%s %s: want whole seconds, at least 2s", flagTTL, cfg.TTL)
+	}
+	if cfg.DialTimeout <= 0 {
+		return nil, nil, usagef("--%s %s: must be positive", flagDial, cfg.DialTimeout)
+	}
+	if cfg.Prefix != "" && (!strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/")) {
+		return nil, nil, usagef("--%s %q: must start with '/' and not end with one", flagPrefix, cfg.Prefix)
+	}
+	if user, pass, ok := strings.Cut(cfg.Username, ":"); ok && cfg.Password == "" {
+		cfg.Username, cfg.Password = user, pass
 	}
 	raw := c.String(flagEndpoints)
 	for _, e := range strings.Split(raw, ",") {

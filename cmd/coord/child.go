@@ -15,11 +15,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
-)
 
-// lostGrace is how long a child has to exit after SIGTERM, once its lock is
-// lost, before it is killed.
-const lostGrace = 2 * time.Second
+	"github.com/toolchainkit/coord/coord"
+)
 
 // child is the command coord runs under a lock.
 type child struct {
@@ -29,6 +27,10 @@ type child struct {
 	stderr io.Writer
 	lost   <-chan struct{} // closed if the lock is lost
 	onLost string          // "kill" or "warn"
+	// grace is how long the child has to exit after SIGTERM once the lock
+	// is lost, before SIGKILL: half the time before another process could
+	// be granted the lock.
+	grace time.Duration
 	// lockFile, if not nil, holds the lock while open; the child inherits
 	// it (fd 3), so that if coord dies the lock is released only when the
 	// child is gone too.
@@ -44,8 +46,9 @@ type heldLock interface {
 
 // newChild prepares the command argv (found at path) to run under held,
 // the lock called name, with env added to coord's environment.
-func newChild(c *cli.Context, path string, argv []string, name string, held heldLock, onLost string, env ...string) *child {
+func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name string, held heldLock, onLost string, env ...string) *child {
 	ch := &child{
+		grace:  max(m.LostMargin()/2, 100*time.Millisecond),
 		argv:   append([]string{path}, argv[1:]...),
 		env:    append(append(os.Environ(), envLockName+"="+name, envToken+"="+strconv.FormatInt(held.Token(), 10)), env...),
 		stdout: c.App.Writer,
@@ -125,9 +128,9 @@ func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 				fmt.Fprintln(ch.stderr, "coord: warning: lock lost; the command goes on running without it")
 				continue
 			}
-			fmt.Fprintf(ch.stderr, "coord: lock lost; stopping the command (SIGKILL in %s)\n", lostGrace)
+			fmt.Fprintf(ch.stderr, "coord: lock lost; stopping the command (SIGKILL in %s)\n", ch.grace)
 			signalChild(cmd, syscall.SIGTERM, interactive)
-			kill = time.After(lostGrace)
+			kill = time.After(ch.grace)
 		case <-kill:
 			signalChild(cmd, syscall.SIGKILL, interactive)
 		}

@@ -66,7 +66,7 @@ func runDownload(c *cli.Context) error {
 		log.Info("destination is complete", zap.String("id", id), zap.String("dest", d.Dest()))
 		return nil
 	}
-	ch := newChild(c, path, argv, coord.ToolchainLockName(id), d, onLost, envDest+"="+d.StagingDir(), envToolchainID+"="+id)
+	ch := newChild(c, m, path, argv, coord.ToolchainLockName(id), d, onLost, envDest+"="+d.StagingDir(), envToolchainID+"="+id)
 	ctx, cancel := context.WithCancel(c.Context)
 	progressDone := make(chan struct{})
 	go func() {

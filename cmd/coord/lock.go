@@ -78,7 +78,7 @@ func runLock(c *cli.Context) error {
 		return err
 	}
 	defer l.Unlock()
-	lost, err := newChild(c, path, argv, name, l, onLost).run(c.Context)
+	lost, err := newChild(c, m, path, argv, name, l, onLost).run(c.Context)
 	if lost {
 		return fmt.Errorf("%w while the command ran (it exited %d)", coord.ErrLockLost, exitCode(err))
 	}

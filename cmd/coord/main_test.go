@@ -35,6 +35,17 @@ func TestMain(m *testing.M) {
 //	ls dir                     print dir's entries, dot files too, one a line
 //	waitwaiters NAME N         run `coord status --json` until lock NAME has
 //	                           N waiters (at most 10s)
+//	freeport VAR...            set each VAR to a distinct free loopback TCP port
+//	waitline path regexp       wait (at most 10s) until a line of path matches
+//	stopbg SIG MAX             send SIG (TERM, INT or HUP) to the background
+//	                           commands still running; fail unless they all
+//	                           exit within the duration MAX
+//	gencert dir                write a CA, a server certificate for 127.0.0.1
+//	                           and a client certificate into dir (PEM)
+//	etcdkv [-tls dir] URL put KEY VALUE | get KEY | watch KEY
+//	                           talk to the etcd at URL, no retries (TLS with
+//	                           gencert's files in dir); get prints the value;
+//	                           watch leaves a watch open until the script ends
 func TestScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 filepath.Join("testdata", "script"),
@@ -58,6 +69,11 @@ func TestScript(t *testing.T) {
 			"validjson":   cmdValidJSON,
 			"ls":          cmdLs,
 			"waitwaiters": cmdWaitwaiters,
+			"freeport":    cmdFreeport,
+			"waitline":    cmdWaitline,
+			"stopbg":      cmdStopbg,
+			"gencert":     cmdGencert,
+			"etcdkv":      cmdEtcdkv,
 		},
 	})
 }
