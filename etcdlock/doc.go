@@ -1,0 +1,36 @@
+// Package etcdlock is coord's etcd backend: locks that exclude processes
+// on every host that reaches one etcd cluster.
+//
+// A Locker holds one session: a lease (TTL 10s by default) that it renews
+// every TTL/3 while the process lives and revokes on Close. Lock NAME is
+// the key prefix <prefix>/locks/<NAME>/, NAME escaped so that no lock's
+// prefix is a prefix of another's ('/' and '%' become %2F and %25; other
+// names are unchanged). Each acquisition puts a key there bound to the
+// lease, named by the lease in hex as concurrency.Mutex and `etcdctl lock`
+// name theirs, so that `etcdctl lock <prefix>/locks/NAME` and a Locker
+// exclude each other. The key with the lowest create revision holds an
+// exclusive lock; a shared key (suffix ".s") holds while no older key is
+// exclusive. The holder's create revision is its fencing token; the key's
+// value is the holder record. A waiter watches only the newest key that
+// blocks it: no polling, no herd.
+//
+// # What Lost promises, and what it cannot
+//
+// Lost closes when the server says the lease is gone, when the lock's key
+// is deleted by anyone else, or when no keep-alive has been confirmed for
+// so long that the lease could expire within LostMargin (max(1s, TTL/4)):
+// the lease's deadline is counted from when the last successful keep-alive
+// was sent, so Lost fires before any other process could be granted the
+// lock, as long as the client's and the server's clocks run at the same
+// rate. It cannot stop a holder that is paused (GC, SIGSTOP, a swapped-out
+// VM) past that moment from acting on stale belief: fencing tokens, checked
+// by the resource, are the defence. A leader change can extend a dead
+// holder's lease beyond its TTL (etcd renews leases on election), which
+// delays the next holder but never shortens anyone's lock.
+//
+// Cleanup never waits long on a dead etcd: a cancelled wait or an Unlock
+// deletes its key within about two seconds or leaves the delete to the
+// keep-alive loop, which retries it before the next renewal could keep the
+// stale key in everyone's way; deletes compare the key's create revision,
+// so a late retry never deletes a newer holder's key.
+package etcdlock
