@@ -30,7 +30,7 @@
 //
 // Cleanup never waits long on a dead etcd: a cancelled wait or an Unlock
 // deletes its key within about two seconds or leaves the delete to the
-// keep-alive loop, which retries it before the next renewal could keep the
-// stale key in everyone's way; deletes compare the key's create revision,
-// so a late retry never deletes a newer holder's key.
+// keep-alive loop, which retries it right after each renewal, as soon as
+// etcd answers again; deletes compare the key's create revision, so a late
+// retry never deletes a newer holder's key.
 package etcdlock
