@@ -144,6 +144,7 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 	select {
 	case r = <-shared:
 	case err := <-done:
+		done = nil      // received
 		if err != nil { // no record to wait for: the lock alone tells
 			r = <-shared
 			break

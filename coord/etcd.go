@@ -32,7 +32,8 @@ func (h etcdHeld) Update(record []byte) error {
 	return etcdError(h.Lock.Update(withSince(record, h.since)))
 }
 
-func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger) (backend, error) {
+// newEtcdBackend connects to etcd; hint is added to an unavailable error.
+func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint string) (backend, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, fmt.Errorf("%w: etcd: no endpoints configured (--etcd-endpoints, COORD_ETCD_ENDPOINTS)", ErrBackendUnavailable)
 	}
@@ -57,7 +58,7 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger) (backend, 
 	})
 	switch {
 	case errors.Is(err, etcdlock.ErrUnavailable):
-		return nil, fmt.Errorf("%w: %v (set --fallback=file or COORD_FALLBACK=file to lock on this host only)", ErrBackendUnavailable, err)
+		return nil, fmt.Errorf("%w: %v%s", ErrBackendUnavailable, err, hint)
 	case err != nil:
 		return nil, fmt.Errorf("%w: etcd: %v", ErrInvalidArgument, err)
 	}

@@ -112,7 +112,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	var b backend
 	var err error
 	if kind == BackendEtcd {
-		b, err = newEtcdBackend(ctx, cfg, o.log)
+		hint := " (with --backend etcd coord never falls back to host-local locks)"
+		if auto {
+			hint = " (set --fallback=file or COORD_FALLBACK=file to lock on this host only)"
+		}
+		b, err = newEtcdBackend(ctx, cfg, o.log, hint)
 		if err != nil && auto && cfg.Fallback == BackendFile {
 			o.log.Warn("etcd unreachable; falling back to file locks on this host only: processes on other hosts are NOT excluded",
 				zap.Strings("endpoints", cfg.Endpoints), zap.Error(err))

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -14,7 +16,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 )
 
 var (
@@ -89,9 +90,6 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		Logger:      cfg.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
-		// Block until connected, and say why not: a TLS or DNS error
-		// instead of a bare deadline.
-		DialOptions: []grpc.DialOption{grpc.WithBlock(), grpc.WithReturnConnectionError()}, //nolint:staticcheck // the error is worth it
 		Context:     ctx,
 	})
 	if err != nil {
@@ -103,7 +101,7 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 	g, err := cli.Grant(gctx, int64(cfg.TTL/time.Second))
 	if err != nil {
 		cli.Close()
-		return nil, fmt.Errorf("%w: %s: grant lease: %v", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err)
+		return nil, fmt.Errorf("%w: %s: %v%s", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err, diagnose(cfg))
 	}
 	ttl := time.Duration(g.TTL) * time.Second
 	l := &Locker{
@@ -351,6 +349,9 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease))).Commit()
 	if err != nil || !resp.Succeeded {
 		l.release(key, -1) // the put may have happened
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		if err == nil {
 			err = fmt.Errorf("key %s exists already", key)
 		}
@@ -359,7 +360,7 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	rev := resp.Header.Revision
 	k := &Lock{l: l, name: name, key: key, rev: rev}
 	for {
-		blocker, err := l.blocker(ctx, pfx, rev, shared)
+		blocker, brev, err := l.blocker(ctx, pfx, rev, shared)
 		if err == nil && blocker == "" {
 			break
 		}
@@ -367,7 +368,7 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 			err = ErrBusy
 		}
 		if err == nil {
-			err = l.waitDelete(ctx, blocker)
+			err = l.waitDelete(ctx, blocker, brev)
 		}
 		if errors.Is(err, errRetry) {
 			err = l.pause(ctx)
@@ -382,7 +383,10 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	g, err := l.cli.Get(ctx, key)
 	if err != nil || len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != rev {
 		l.release(key, rev)
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		return nil, ErrSessionLost
@@ -412,8 +416,9 @@ func (l *Locker) pause(ctx context.Context) error {
 }
 
 // blocker returns the newest key created before rev that keeps us from the
-// lock: any key for an exclusive lock, an exclusive key for a shared one.
-func (l *Locker) blocker(ctx context.Context, pfx string, rev int64, shared bool) (string, error) {
+// lock (any key for an exclusive lock, an exclusive key for a shared one),
+// and its create revision.
+func (l *Locker) blocker(ctx context.Context, pfx string, rev int64, shared bool) (string, int64, error) {
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 		clientv3.WithMaxCreateRev(rev - 1), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend)}
 	if !shared {
@@ -421,21 +426,23 @@ func (l *Locker) blocker(ctx context.Context, pfx string, rev int64, shared bool
 	}
 	resp, err := l.cli.Get(ctx, pfx, opts...)
 	if err != nil {
-		return "", l.waitErr(ctx, err)
+		return "", 0, l.waitErr(ctx, err)
 	}
 	for _, kv := range resp.Kvs {
 		if !shared || !isShared(kv.Key) {
-			return string(kv.Key), nil
+			return string(kv.Key), kv.CreateRevision, nil
 		}
 	}
-	return "", nil
+	return "", 0, nil
 }
 
-// waitDelete returns once key is gone. Its watch starts at the current
-// revision, so the server serves it as a synced watcher (a watch from a
-// past revision can be woken up to ~100 ms late); the key is looked up
-// again once the watch exists, so a delete in between is not missed.
-func (l *Locker) waitDelete(ctx context.Context, key string) error {
+// waitDelete returns once the key created at rev is gone. Its watch starts
+// at the current revision, so the server serves it as a synced watcher (a
+// watch from a past revision can be woken up to ~100 ms late); the key is
+// looked up again once the watch exists, so that a delete in between is
+// not missed, and a new key of the same name (its owner locked again)
+// is not taken for the old one.
+func (l *Locker) waitDelete(ctx context.Context, key string, rev int64) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wch := l.cli.Watch(wctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
@@ -461,7 +468,7 @@ func (l *Locker) waitDelete(ctx context.Context, key string) error {
 				if err != nil {
 					return l.waitErr(ctx, err)
 				}
-				if len(g.Kvs) == 0 {
+				if len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != rev {
 					return nil
 				}
 			}
@@ -735,4 +742,41 @@ func (l *Locker) WaitDone(ctx context.Context, id string) error {
 			}
 		}
 	}
+}
+
+// diagnose says why the endpoints did not answer, when gRPC only said that
+// time ran out: nothing listening, or the TLS handshake failing.
+func diagnose(cfg Config) string {
+	var why []string
+	for _, e := range cfg.Endpoints {
+		host := e
+		if u, err := url.Parse(e); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		d := &net.Dialer{Timeout: time.Second}
+		var err error
+		if cfg.TLS != nil {
+			var c *tls.Conn
+			tc := cfg.TLS.Clone()
+			if tc.ServerName == "" {
+				tc.ServerName, _, _ = net.SplitHostPort(host)
+			}
+			if c, err = tls.DialWithDialer(d, "tcp", host, tc); err == nil {
+				err = c.Handshake()
+				c.Close()
+			}
+		} else {
+			var c net.Conn
+			if c, err = d.Dial("tcp", host); err == nil {
+				c.Close()
+			}
+		}
+		if err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", e, err))
+		}
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(why, "; ") + ")"
 }

@@ -3,6 +3,7 @@
 package integration_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -10,63 +11,153 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/toolchainkit/coord/coord"
 )
 
 // 5. Of many concurrent `coord download`s exactly one runs its command;
-// all exit 0 once DEST is complete, and the waiters wake together.
+// all exit 0 once DEST is complete, nothing is left beside DEST, and the
+// waiters wake together: the spread of their exits does not grow with
+// their number the way waking them one after another would.
 func TestDownloadExactlyOnce(t *testing.T) {
-	const n = 16
-	dir, root := lockDir(t)
-	dest := filepath.Join(root, "dl", "tc")
-	// $PPID is the coord process that downloads.
-	const fetch = `echo $PPID >> runlog; sleep 0.3; echo payload > "$COORD_DEST/file"; date +%s%N > childdone`
+	eachBackend(t, func(t *testing.T, be *backend) {
+		s4 := downloadOnce(t, be, 4)
+		s16 := downloadOnce(t, be, 16)
+		// Waking together is not free on 2 shared cores: every woken coord
+		// process still needs CPU to leave (close its backend — on etcd a
+		// lease revoke — and exit), so even a perfect broadcast spreads its
+		// exits over a few ms per 4 processes (measured: 1–3 ms for 3
+		// waiters, 6–16 ms for 15), and scheduler noise adds tens of ms at
+		// times. The 50 ms absorbs that; the 3× lets 5× the exits cost
+		// more. What it catches is waking waiters one after another: with a
+		// handoff of h per waiter the spreads are ~15h and ~3h, and
+		// 15h > 3×3h + 50ms once h > ~8 ms — an exclusive lock passed on
+		// from process to process, a watch caught up on etcd's 100 ms
+		// unsynced-watcher loop, a 10 ms poll.
+		bound := 3*s4 + 50*time.Millisecond
+		t.Logf("release spread: %s for the 3 waiters of 4 downloads, %s for the 15 of 16 (bound %s)",
+			s4.Round(time.Microsecond), s16.Round(time.Microsecond), bound.Round(time.Microsecond))
+		if s16 > bound {
+			t.Fatalf("16 downloads: waiters' exits spread over %s, more than 3 × %s (4 downloads) + 50ms = %s: waiters seem to be woken one after another",
+				s16, s4, bound)
+		}
+	})
+}
+
+// downloadOnce runs n concurrent `coord download`s of one id in a new world
+// on be, checks that exactly one ran its command, that all exited 0 and
+// that DEST is complete with nothing beside it, and returns the spread of
+// the waiters' exits after the download command finished.
+//
+// The download command holds on until all n-1 others wait for it (coord
+// status counts them), and a little longer for their etcd watches to be
+// set up, so that the spread measures the wake-up of settled waiters, not
+// how long 16 processes take to start on 2 cores.
+func downloadOnce(t *testing.T, be *backend, n int) time.Duration {
+	t.Helper()
+	w := newWorld(t, be)
+	dest := w.path("dl/tc")
+	// $COORD_PID is the coord process that downloads.
+	const fetch = `echo $COORD_PID >> runlog; while [ ! -e go ]; do sleep 0.01; done; echo payload > "$COORD_DEST/file"; date +%s%N > childdone`
 	ps := make([]*proc, n)
 	for i := range ps {
-		ps[i] = startCoord(t, dir, "download", "tc-1", dest, "--", "sh", "-c", fetch)
+		ps[i] = w.startCoord("download", "tc-1", dest, "--", "sh", "-c", fetch)
+	}
+	waitFor(t, w.path("runlog"), 30*time.Second)
+	w.waitWaiters(coord.ToolchainLockName("tc-1"), n-1, 30*time.Second)
+	time.Sleep(150 * time.Millisecond)
+	if err := os.WriteFile(w.path("go"), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	for i, p := range ps {
-		if code := p.wait(30 * time.Second); code != 0 {
+		if code := p.wait(15 * time.Second); code != 0 {
 			t.Fatalf("download %d of %d exited %d, want 0:\n%s", i, n, code, p.output())
 		}
 	}
-	runs := lines(t, filepath.Join(root, "runlog"))
+	runs := lines(t, w.path("runlog"))
 	if len(runs) != 1 {
 		t.Fatalf("the download command ran %d times for %d concurrent `coord download`s, want 1", len(runs), n)
 	}
 	checkDest(t, dest, map[string]string{"file": "payload\n"})
+	if be.etcd() {
+		key := w.prefix + "/downloads/tc-1"
+		if v := etcdGet(t, be, key); v == nil {
+			t.Fatalf("no download record at %s after the commit", key)
+		}
+	}
 
-	done := time.Unix(0, mustInt(t, filepath.Join(root, "childdone")))
+	done := time.Unix(0, mustInt(t, w.path("childdone")))
 	var after []time.Duration // each waiter's exit, after the command finished
+	var downloader time.Duration
 	for _, p := range ps {
 		if strconv.Itoa(p.cmd.Process.Pid) != runs[0] {
 			after = append(after, p.end.Sub(done))
+		} else {
+			downloader = p.end.Sub(done)
 		}
+	}
+	if len(after) != n-1 {
+		t.Fatalf("%d waiters, want %d: the download command's $COORD_PID %s is none of the coord processes", len(after), n-1, runs[0])
 	}
 	slices.Sort(after)
 	first, last := after[0], after[len(after)-1]
-	t.Logf("%d waiters exited %s to %s after the download command finished: spread %s",
-		len(after), first.Round(time.Microsecond), last.Round(time.Microsecond), (last - first).Round(time.Microsecond))
+	spread := last - first
+	t.Logf("%d downloads: downloader exited %s and its %d waiters %s to %s after the download command finished: spread %s",
+		n, downloader.Round(time.Microsecond), len(after), first.Round(time.Microsecond), last.Round(time.Microsecond), spread.Round(time.Microsecond))
 	if first < 0 {
 		t.Fatalf("a waiter exited %s before the download command finished, want none before", -first)
 	}
 	if last > time.Second {
 		t.Fatalf("last of %d waiters exited %s after the download finished, want within 1s", len(after), last)
 	}
+	return spread
+}
+
+// waitWaiters polls `coord status --json` until the lock called name has
+// at least n waiters; it fails the test after d.
+func (w *world) waitWaiters(name string, n int, d time.Duration) {
+	t := w.t
+	t.Helper()
+	var out string
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var code int
+		code, out = w.runCoord("status", "--json")
+		if code != 0 {
+			continue
+		}
+		var locks []struct {
+			Name    string `json:"name"`
+			Waiters *int   `json:"waiters"`
+		}
+		if err := json.Unmarshal([]byte(out), &locks); err != nil {
+			t.Fatalf("coord status --json: %v:\n%s", err, out)
+		}
+		for _, l := range locks {
+			if l.Name == name && l.Waiters != nil && *l.Waiters >= n {
+				return
+			}
+		}
+	}
+	t.Fatalf("lock %q did not get %d waiters within %s; last `coord status --json`:\n%s", name, n, d, out)
 }
 
 // 6. A downloader killed mid-download leaves nothing at DEST; the next
 // caller downloads afresh and clears the leftovers, the one after that
 // downloads nothing.
 func TestDownloaderKilled(t *testing.T) {
-	dir, root := lockDir(t)
-	parent := filepath.Join(root, "dl")
+	eachBackend(t, testDownloaderKilled)
+}
+
+func testDownloaderKilled(t *testing.T, be *backend) {
+	w := newWorld(t, be)
+	parent := w.path("dl")
 	dest := filepath.Join(parent, "tc")
 	download := func(fetch string) *proc {
-		return startCoord(t, dir, "download", "tc-2", dest, "--", "sh", "-c", fetch)
+		return w.startCoord("download", "tc-2", dest, "--", "sh", "-c", fetch)
 	}
 
 	first := download(`echo partial > "$COORD_DEST/partial"; echo $$ > ready; exec sleep 60`)
-	child := childPID(t, filepath.Join(root, "ready"))
+	child := childPID(t, w.path("ready"))
 	if err := first.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +171,7 @@ func TestDownloaderKilled(t *testing.T) {
 		t.Fatalf("DEST after the downloader was killed: %v (entries %q), want it absent", err, dirNames(t, parent))
 	}
 
+	// On etcd the second waits for the killed downloader's lease to end.
 	second := download(`echo good > "$COORD_DEST/good"`)
 	if code := second.wait(30 * time.Second); code != 0 {
 		t.Fatalf("second download exited %d, want 0:\n%s", code, second.output())
@@ -90,7 +182,7 @@ func TestDownloaderKilled(t *testing.T) {
 	if code := third.wait(30 * time.Second); code != 0 {
 		t.Fatalf("third download exited %d, want 0:\n%s", code, third.output())
 	}
-	if ls := lines(t, filepath.Join(root, "third.log")); len(ls) != 0 {
+	if ls := lines(t, w.path("third.log")); len(ls) != 0 {
 		t.Fatalf("third download ran its command (%d lines logged) although DEST was complete", len(ls))
 	}
 	checkDest(t, dest, map[string]string{"good": "good\n"})

@@ -157,12 +157,17 @@ func workerConfig() (coord.Config, error) {
 	if e := os.Getenv("COORD_ETCD_ENDPOINTS"); e != "" {
 		cfg.Endpoints = strings.Split(e, ",")
 	}
-	if s := os.Getenv("COORD_ETCD_TTL"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return cfg, fmt.Errorf("COORD_ETCD_TTL: %w", err)
+	for _, v := range []struct {
+		name string
+		d    *time.Duration
+	}{{"COORD_ETCD_TTL", &cfg.TTL}, {"COORD_ETCD_DIAL_TIMEOUT", &cfg.DialTimeout}} {
+		if s := os.Getenv(v.name); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return cfg, fmt.Errorf("%s: %w", v.name, err)
+			}
+			*v.d = d
 		}
-		cfg.TTL = d
 	}
 	return cfg, nil
 }
@@ -197,7 +202,7 @@ func worker(role string) error {
 	root := filepath.Dir(dir)
 	counter := filepath.Join(root, "counter")
 	for range n {
-		l, err := m.Lock(ctx, "counter", coord.WithTimeout(30*time.Second))
+		l, err := m.Lock(ctx, "counter", coord.WithTimeout(15*time.Second))
 		if err != nil {
 			return err
 		}

@@ -46,7 +46,7 @@ func serverCommand() *cli.Command {
 		Description: "Serves etcd on --client-url until interrupted (SIGINT, SIGTERM), keeping its data in --data-dir.\n" +
 			"Prints a line containing \"ready\" on stdout once it serves. Without TLS the client and peer URLs\n" +
 			"must be loopback addresses unless --insecure-listen is given: anyone who can reach the port can\n" +
-			"take, break and forge every lock.",
+			"take, break and forge every lock. etcd logs to stderr at the global --log-level (default warn).",
 		UsageText:    serverUsage,
 		OnUsageError: usageErr,
 		Flags: []cli.Flag{
@@ -305,10 +305,10 @@ func embedConfig(sc serverConfig, log *zap.Logger) *embed.Config {
 	return cfg
 }
 
-// endStreams ends every client stream (watches, lease keep-alives) once
-// stopping is done. Without it, stopping waits for clients to hang up for
-// up to etcd's request timeout (7s), and a waiting lock holds its watch
-// open for as long as it waits.
+// endStreams ends every client stream once stopping is done. Without it
+// Close waits up to etcd's request timeout (7s) for clients that keep a
+// stream open, as every lock holder's lease keep-alive and every waiter's
+// watch do.
 func endStreams(stopping context.Context) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, cancel := context.WithCancel(ss.Context())
@@ -325,10 +325,9 @@ type streamWithContext struct {
 
 func (s streamWithContext) Context() context.Context { return s.ctx }
 
-// quietCore drops what embedded etcd logs that is noise for coord server:
-// warnings meant for production clusters at every start, and, once
-// closing, the errors of its listeners being closed, unless the user asked
-// for info or debug.
+// quietCore quiets embedded etcd's logger: it drops noise and, once
+// closing, everything below DPanic unless the user asked for info or
+// debug, for Close logs errors about each listener and stream it closes.
 type quietCore struct {
 	closing atomic.Bool
 }

@@ -47,9 +47,23 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// Option changes an embedded etcd's configuration.
+type Option func(*embed.Config)
+
+// WithTLS serves clients over TLS with c's server certificate, requiring
+// client certificates signed by c's CA when clientAuth is set.
+func WithTLS(c Certs, clientAuth bool) Option {
+	return func(cfg *embed.Config) {
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = c.ServerCert, c.ServerKey
+		if clientAuth {
+			cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = c.CA, true
+		}
+	}
+}
+
 // StartEmbedded starts an embedded etcd with its data in dir, tuned for
 // tests: 10 ms heartbeats, 100 ms elections, no fsync.
-func StartEmbedded(dir string) (*Server, error) {
+func StartEmbedded(dir string, opts ...Option) (*Server, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -65,6 +79,13 @@ func StartEmbedded(dir string) (*Server, error) {
 	cfg.TickMs, cfg.ElectionMs = 10, 100
 	cfg.UnsafeNoFsync = true
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	for _, opt := range opts {
+		opt(cfg)
+	}
+	if cfg.ClientTLSInfo.CertFile != "" {
+		cu.Scheme = "https"
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,197 @@
+package coord_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/etcdtest"
+)
+
+func startEtcd(t *testing.T, opts ...etcdtest.Option) *etcdtest.Server {
+	t.Helper()
+	s, err := etcdtest.StartEmbedded(t.TempDir(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+func etcdManager(t *testing.T, cfg coord.Config) *coord.Manager {
+	t.Helper()
+	cfg.Backend = coord.BackendEtcd
+	m, err := coord.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestEtcdTLS(t *testing.T) {
+	certs, err := etcdtest.WriteCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := etcdtest.WriteCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startEtcd(t, etcdtest.WithTLS(certs, true))
+	base := coord.Config{Endpoints: []string{s.Endpoint}, DialTimeout: time.Second}
+	for _, tc := range []struct {
+		name    string
+		cfg     func(c *coord.Config)
+		wantErr error
+		say     string
+	}{
+		{"mutual TLS", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, certs.ClientCert, certs.ClientKey }, nil, ""},
+		{"wrong CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = other.CA, certs.ClientCert, certs.ClientKey }, coord.ErrBackendUnavailable, "certificate"},
+		{"no client certificate", func(c *coord.Config) { c.CACert = certs.CA }, coord.ErrBackendUnavailable, ""},
+		{"client certificate of another CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, other.ClientCert, other.ClientKey }, coord.ErrBackendUnavailable, ""},
+		{"missing CA file", func(c *coord.Config) { c.CACert = filepath.Join(t.TempDir(), "none.pem") }, coord.ErrInvalidArgument, "CA certificate"},
+		{"key without certificate", func(c *coord.Config) { c.CACert, c.Key = certs.CA, certs.ClientKey }, coord.ErrInvalidArgument, "go together"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base
+			cfg.Backend = coord.BackendEtcd
+			tc.cfg(&cfg)
+			m, err := coord.New(context.Background(), cfg)
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				l, err := m.Lock(context.Background(), "tls", coord.WithTimeout(0))
+				if err != nil {
+					t.Fatal(err)
+				}
+				l.Unlock()
+				m.Close()
+				return
+			}
+			if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.say) {
+				t.Fatalf("New = %v; want %v saying %q", err, tc.wantErr, tc.say)
+			}
+		})
+	}
+}
+
+func TestEtcdAuth(t *testing.T) {
+	s := startEtcd(t)
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, step := range []func() error{
+		func() error { _, err := c.UserAdd(ctx, "root", "s3cret-root"); return err },
+		func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := c.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	cfg := coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{s.Endpoint}, DialTimeout: time.Second, Username: "root", Password: "wrong-password"}
+	_, err = coord.New(ctx, cfg)
+	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "authentication failed") {
+		t.Fatalf("wrong password: %v; want ErrBackendUnavailable saying authentication failed", err)
+	}
+	if strings.Contains(err.Error(), "wrong-password") {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+	cfg.Password = "s3cret-root"
+	m := etcdManager(t, cfg)
+	l, err := m.Lock(ctx, "auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	st, err := m.Locks(ctx)
+	if err != nil || len(st) != 1 || st[0].Holder == nil || st[0].Holder.PID != os.Getpid() {
+		t.Fatalf("Locks = %+v, %v", st, err)
+	}
+}
+
+func TestEtcdBadConfig(t *testing.T) {
+	ctx := context.Background()
+	for _, cfg := range []coord.Config{
+		{Endpoints: []string{"http://[::1"}},
+		{Endpoints: []string{"ftp://127.0.0.1:2379"}},
+		{Endpoints: []string{"127.0.0.1"}},
+		{Endpoints: []string{"http://127.0.0.1:2379/path"}},
+		{Endpoints: []string{"http://u:p@127.0.0.1:2379"}},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, TTL: time.Millisecond},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, TTL: 2500 * time.Millisecond},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "toolchainkit"},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "/toolchainkit/"},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, DialTimeout: -time.Second},
+	} {
+		start := time.Now()
+		_, err := coord.New(ctx, cfg)
+		if !errors.Is(err, coord.ErrInvalidArgument) {
+			t.Errorf("New(%+v) = %v; want ErrInvalidArgument", cfg, err)
+		}
+		if time.Since(start) > 500*time.Millisecond {
+			t.Errorf("New(%+v) took %s: bad input must fail before dialling", cfg, time.Since(start))
+		}
+	}
+}
+
+// The download contract on etcd: one fetch, everyone returns together,
+// woken by the download record.
+func TestEtcdDownloadOnce(t *testing.T) {
+	s := startEtcd(t)
+	parent := t.TempDir()
+	dest := filepath.Join(parent, "llvm")
+	var runs atomic.Int32
+	var committed atomic.Int64
+	returned := make([]time.Time, 16)
+	var wg sync.WaitGroup
+	for i := range returned {
+		m := etcdManager(t, coord.Config{Endpoints: []string{s.Endpoint}})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := coord.NewDownloadCoordinator(m).Do(context.Background(), "llvm", dest, func(_ context.Context, dir string) error {
+				runs.Add(1)
+				time.Sleep(300 * time.Millisecond)
+				committed.Store(time.Now().UnixNano())
+				return os.WriteFile(filepath.Join(dir, "bin"), []byte("clang"), 0o644)
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			returned[i] = time.Now()
+		}()
+	}
+	wg.Wait()
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("fetch ran %d times; want 1", n)
+	}
+	var last time.Time
+	for _, r := range returned {
+		if r.After(last) {
+			last = r
+		}
+	}
+	spread := last.Sub(time.Unix(0, committed.Load()))
+	t.Logf("last of 16 callers returned %s after the fetch finished", spread)
+	if spread > time.Second {
+		t.Errorf("last caller returned %s after the fetch finished", spread)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+		t.Fatalf("parent holds %d entries; want dest alone", len(ents))
+	}
+}
