@@ -319,3 +319,51 @@ func TestCLICounterCoordServer(t *testing.T) {
 		t.Errorf("coord server exited %d after SIGTERM, want 0:\n%s", code, srv.output())
 	}
 }
+
+// A lock lost while its command runs (here: its key deleted by hand): the
+// command gets SIGTERM and coord exits 74; with --on-lost warn the command
+// runs on and coord still exits 74.
+func TestEtcdLostLock(t *testing.T) {
+	etcdBackends(t, func(t *testing.T, be *backend) {
+		w := newWorld(t, be)
+		ctx := context.Background()
+		c := etcdClient(t, be)
+		drop := func(name string) {
+			if _, err := c.Delete(ctx, w.prefix+"/locks/"+name+"/", clientv3.WithPrefix()); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		p := w.startCoord("lock", "lost", "--", "sh", "-c", `echo $$ > pid; trap 'echo term > got; exit 3' TERM; sleep 30 & wait`)
+		pid := childPID(t, w.path("pid"))
+		dropped := time.Now()
+		drop("lost")
+		if code := p.wait(10 * time.Second); code != 74 {
+			t.Fatalf("coord exited %d after its lock was lost, want 74:\n%s", code, p.output())
+		}
+		t.Logf("lost lock: coord exited 74 %s after the key was deleted", time.Since(dropped).Round(time.Millisecond))
+		if b, _ := os.ReadFile(w.path("got")); strings.TrimSpace(string(b)) != "term" {
+			t.Fatalf("the command did not get SIGTERM (got %q)", b)
+		}
+		waitGone(t, pid, time.Second)
+		if !strings.Contains(p.output(), "lock lost") {
+			t.Errorf("stderr does not say the lock was lost:\n%s", p.output())
+		}
+
+		p = w.startCoord("lock", "--on-lost", "warn", "warned", "--", "sh", "-c",
+			`echo $$ > pid2; while [ ! -e go ]; do sleep 0.01; done; echo done > finished`)
+		childPID(t, w.path("pid2"))
+		drop("warned")
+		time.Sleep(200 * time.Millisecond)
+		os.WriteFile(w.path("go"), nil, 0o644)
+		if code := p.wait(10 * time.Second); code != 74 {
+			t.Fatalf("--on-lost warn: coord exited %d, want 74:\n%s", code, p.output())
+		}
+		if _, err := os.Stat(w.path("finished")); err != nil {
+			t.Fatalf("--on-lost warn: the command did not run to its end: %v", err)
+		}
+		if !strings.Contains(p.output(), "warning: lock lost") {
+			t.Errorf("--on-lost warn: no warning on stderr:\n%s", p.output())
+		}
+	})
+}
