@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -136,7 +135,6 @@ func StartSystem(dir string) (*Server, error) {
 		"--heartbeat-interval", "10", "--election-timeout", "100",
 		"--unsafe-no-fsync", "--log-level", "error")
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		log.Close()
 		return nil, err
@@ -144,7 +142,7 @@ func StartSystem(dir string) (*Server, error) {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); log.Close(); close(done) }()
 	stop := func() error {
-		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
