@@ -297,9 +297,10 @@ func (d *Download) SetProgress(done, total int64) error {
 	return d.lock.update(func(h *Holder) { h.Progress = &Progress{Done: done, Total: total} })
 }
 
-// marker is the content of MarkerName.
+// marker is the content of MarkerName, and of the backend's download record.
 type marker struct {
 	ID    string    `json:"id"`
+	Dest  string    `json:"dest"`
 	Host  string    `json:"host"`
 	PID   int       `json:"pid"`
 	Token int64     `json:"token"`
@@ -335,7 +336,7 @@ func (d *Download) Commit() error {
 		return fmt.Errorf("download %q: staging directory %s is gone", d.id, d.staging)
 	}
 	self := d.lock.Holder()
-	b, _ := json.Marshal(marker{ID: d.id, Host: self.Host, PID: self.PID, Token: d.lock.Token(), Time: time.Now().UTC()})
+	b, _ := json.Marshal(marker{ID: d.id, Dest: d.dest, Host: self.Host, PID: self.PID, Token: d.lock.Token(), Time: time.Now().UTC()})
 	if err := writeSynced(filepath.Join(d.staging, MarkerName), b); err != nil {
 		return fmt.Errorf("download %q: write marker: %w", d.id, err)
 	}
