@@ -165,9 +165,11 @@ func (l *Locker) LostMargin() time.Duration { return l.margin }
 // processes cannot be granted our locks before that moment.
 func (l *Locker) Lost() <-chan struct{} { return l.lost }
 
-// Close stops the keep-alives, deletes keys it could not delete before and
-// revokes the lease, which releases every lock still held. It waits at most
-// about a second per request when etcd is down.
+// Close stops the keep-alives and revokes the lease, which deletes every
+// key bound to it: locks still held are released (and their Lost closed),
+// keys whose delete failed earlier go too. With etcd down it gives up on
+// the revoke after the cleanup bound (about two seconds); the lease then
+// expires on its own.
 func (l *Locker) Close() error {
 	select {
 	case <-l.closed:
