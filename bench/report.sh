@@ -13,6 +13,8 @@ count=${BENCH_COUNT:-5}
 go test -run '^$' -count "$count" -benchtime 2000x -bench 'Uncontended' ./filelock | tee -a "$raw"
 go test -run '^$' -count "$count" -benchtime 100x -bench 'Handoff' ./filelock | tee -a "$raw"
 go test -run '^$' -count "$count" -benchtime 100x -bench 'Process' ./integration | tee -a "$raw"
+go test -run '^$' -count "$count" -benchtime 200x -bench 'EtcdUncontended' ./etcdlock | tee -a "$raw"
+go test -run '^$' -count "$count" -benchtime 30x -bench 'EtcdHandoff' ./etcdlock | tee -a "$raw"
 
 {
 	echo "# Benchmarks"
@@ -23,6 +25,7 @@ go test -run '^$' -count "$count" -benchtime 100x -bench 'Process' ./integration
 	echo
 	echo "- Uncontended: one lock and unlock by a process that holds nothing else (coord: Locker, with its token and holder record; anchors: flock(2) on an open descriptor, open+flock+close, gofrs/flock)."
 	echo "- Handoff: from the holder's unlock to the blocked waiter holding the lock (anchors: blocking flock(2), gofrs/flock TryLockContext polling every 10 ms)."
+	echo "- EtcdUncontended, EtcdHandoff: the same on an embedded etcd (loopback, no fsync), coord's etcdlock.Locker against a bare concurrency.Mutex; the waiter settles 50 ms before the release."
 	echo "- Process: a whole \`coord lock NAME -- true\` against \`flock FILE true\` (util-linux) and a bare \`true\`."
 	echo
 	echo "| benchmark | subject | median | coord ÷ subject |"

@@ -347,8 +347,15 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	}
 	pfx := l.lockPrefix(name)
 	key := l.myKey(pfx, shared)
+	// One request queues us and shows who is ahead: the uncontended path
+	// costs this and the delete in Unlock.
+	ahead := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
+	if !shared {
+		ahead = append(ahead, clientv3.WithLimit(1))
+	}
 	resp, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease))).Commit()
+		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease)), clientv3.OpGet(pfx, ahead...)).Commit()
 	if err != nil || !resp.Succeeded {
 		l.release(key, -1) // the put may have happened
 		if ctx.Err() != nil {
@@ -361,13 +368,18 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	}
 	rev := resp.Header.Revision
 	k := &Lock{l: l, name: name, key: key, rev: rev}
+	if !blocked(resp.Responses[1].GetResponseRange().Kvs, rev, shared) {
+		k.start()
+		return k, nil
+	}
+	if !wait {
+		l.release(key, rev)
+		return nil, ErrBusy
+	}
 	for {
 		blocker, brev, err := l.blocker(ctx, pfx, rev, shared)
 		if err == nil && blocker == "" {
 			break
-		}
-		if err == nil && !wait {
-			err = ErrBusy
 		}
 		if err == nil {
 			err = l.waitDelete(ctx, blocker, brev)
@@ -395,6 +407,17 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	}
 	k.start()
 	return k, nil
+}
+
+// blocked reports whether any of kvs, created before rev, keeps us from
+// the lock: any key for an exclusive lock, an exclusive one for a shared.
+func blocked(kvs []*mvccpb.KeyValue, rev int64, shared bool) bool {
+	for _, kv := range kvs {
+		if kv.CreateRevision < rev && (!shared || !isShared(kv.Key)) {
+			return true
+		}
+	}
+	return false
 }
 
 // errRetry marks a failed etcd request during a wait: the wait goes on,
