@@ -68,10 +68,8 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 // checkEndpoint accepts host:port and http(s)://host:port.
 func checkEndpoint(e string) error {
 	u, err := url.Parse(e)
-	if err == nil && u.Scheme != "" && u.Host == "" && u.Opaque != "" {
-		u, err = url.Parse("http://" + e) // host:port parses as scheme:opaque
-	} else if err == nil && u.Scheme == "" {
-		u, err = url.Parse("http://" + e)
+	if !strings.Contains(e, "://") {
+		u, err = url.Parse("http://" + e) // host:port, IP:port
 	}
 	switch {
 	case err != nil:
@@ -123,6 +121,10 @@ func (b etcdBackend) kind() string { return BackendEtcd }
 func (b etcdBackend) lock(ctx context.Context, name string, shared, wait bool, record []byte) (held, error) {
 	start := time.Now()
 	k, err := b.l.Lock(ctx, name, shared, wait, withSince(record, start))
+	if errors.Is(err, etcdlock.ErrSessionLost) {
+		// Lost before the lock was granted: etcd is gone, nothing ran.
+		return nil, fmt.Errorf("%w: etcd: %w", ErrBackendUnavailable, err)
+	}
 	if err != nil {
 		return nil, etcdError(err)
 	}

@@ -64,16 +64,23 @@ type Locker struct {
 	op     time.Duration // bound on one cleanup RPC
 	log    *zap.Logger
 
-	cancel context.CancelFunc // stops the keep-alive loop
-	wg     sync.WaitGroup
-	lost   chan struct{} // closed once the lease may have expired
-	closed chan struct{} // closed by Close
+	// sctx is the session: every request and watch of a Lock is bound to
+	// it, and it is cancelled (cause ErrSessionLost) when the session is
+	// lost or closed, so that nothing waits on an etcd we gave up on.
+	sctx    context.Context
+	scancel context.CancelCauseFunc
+	cancel  context.CancelFunc // stops the keep-alive loop
+	wg      sync.WaitGroup     // the keep-alive loop and the locks' watchers
+	lost    chan struct{}      // closed once the lease may have expired
+	closed  chan struct{}      // closed by Close
+	once    sync.Once          // Close
 
 	mu       sync.Mutex
 	deadline time.Time           // the lease lives at least until then
 	inUse    map[string]struct{} // our keys: never reused while they may exist
 	seq      int64               // numbers our extra keys under one prefix
 	orphans  map[string]int64    // keys whose delete failed → create revision (-1: unknown)
+	held     map[*Lock]struct{}  // locks granted and not unlocked
 }
 
 // New connects to etcd and starts a session. It fails with ErrUnavailable
@@ -97,11 +104,23 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 	}
 	gctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
+	// gRPC only says that time ran out: if etcd is slow to answer, find out
+	// why in the meantime, within the same dial timeout.
+	why := make(chan string, 1)
+	probe := time.AfterFunc(cfg.DialTimeout/2, func() { why <- diagnose(gctx, cfg) })
 	sent := time.Now()
 	g, err := cli.Grant(gctx, int64(cfg.TTL/time.Second))
+	if !probe.Stop() {
+		cancel()
+		w := <-why
+		if err != nil {
+			cli.Close()
+			return nil, fmt.Errorf("%w: %s: %v%s", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err, w)
+		}
+	}
 	if err != nil {
 		cli.Close()
-		return nil, fmt.Errorf("%w: %s: %v%s", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err, diagnose(cfg))
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err)
 	}
 	ttl := time.Duration(g.TTL) * time.Second
 	l := &Locker{
@@ -117,7 +136,9 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		deadline: sent.Add(ttl),
 		inUse:    map[string]struct{}{},
 		orphans:  map[string]int64{},
+		held:     map[*Lock]struct{}{},
 	}
+	l.sctx, l.scancel = context.WithCancelCause(context.Background())
 	kctx, kcancel := context.WithCancel(context.Background())
 	l.cancel = kcancel
 	l.wg.Add(1)
@@ -171,29 +192,61 @@ func (l *Locker) Lost() <-chan struct{} { return l.lost }
 // the revoke after the cleanup bound (about two seconds); the lease then
 // expires on its own.
 func (l *Locker) Close() error {
-	select {
-	case <-l.closed:
-		return nil
-	default:
-	}
-	close(l.closed)
-	l.cancel()
-	l.wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), l.op)
-	defer cancel()
-	_, err := l.cli.Revoke(ctx, l.lease)
-	l.markLost()
-	return errors.Join(err, l.cli.Close())
+	var err error
+	l.once.Do(func() {
+		close(l.closed)
+		l.cancel()
+		if !l.isLost() {
+			ctx, cancel := context.WithTimeout(context.Background(), l.op)
+			_, err = l.cli.Revoke(ctx, l.lease)
+			cancel()
+		}
+		l.markLost()
+		l.wg.Wait()
+		err = errors.Join(err, l.cli.Close())
+	})
+	return err
 }
 
+// markLost ends the session: Lost closes, for the Locker and every lock it
+// holds, and every request and watch bound to the session is cancelled.
 func (l *Locker) markLost() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
 	case <-l.lost:
+		return
 	default:
-		close(l.lost)
 	}
+	close(l.lost)
+	l.scancel(ErrSessionLost)
+	for k := range l.held {
+		k.lose()
+	}
+}
+
+func (l *Locker) isLost() bool {
+	select {
+	case <-l.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+// bind returns ctx, also cancelled (cause ErrSessionLost) with the session.
+func (l *Locker) bind(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(l.sctx, func() { cancel(ErrSessionLost) })
+	return ctx, func() { stop(); cancel(nil) }
+}
+
+// ctxErr is why a bound ctx ended: ErrSessionLost, or the caller's reason.
+func ctxErr(ctx context.Context) error {
+	if errors.Is(context.Cause(ctx), ErrSessionLost) {
+		return ErrSessionLost
+	}
+	return ctx.Err()
 }
 
 // keepAlive renews the lease every TTL/3 and closes lost when the lease is
@@ -232,7 +285,10 @@ func (l *Locker) keepAlive(ctx context.Context) {
 			l.deadline = sent.Add(time.Duration(resp.TTL) * time.Second)
 			l.mu.Unlock()
 			next = every
-			l.deleteOrphans(ctx)
+			// Bounded so that a slow etcd cannot delay Lost.
+			octx, ocancel := context.WithDeadline(ctx, l.deadline.Add(-l.margin-every))
+			l.deleteOrphans(octx)
+			ocancel()
 		case errors.Is(err, rpctypes.ErrLeaseNotFound) || err == nil:
 			l.log.Warn("etcd lease is gone: locks are lost", zap.Int64("lease", int64(l.lease)))
 			l.markLost()
@@ -248,6 +304,9 @@ func (l *Locker) keepAlive(ctx context.Context) {
 
 // deleteOrphans retries deletes of waiter and holder keys that failed, so
 // that a key we gave up on never blocks the others while our lease lives.
+// A key whose put had an unknown outcome (-1) may still be created by a
+// late put: it is deleted whenever found, for the rest of the session, and
+// its name is never reused.
 func (l *Locker) deleteOrphans(ctx context.Context) {
 	l.mu.Lock()
 	keys := make(map[string]int64, len(l.orphans))
@@ -256,10 +315,13 @@ func (l *Locker) deleteOrphans(ctx context.Context) {
 	}
 	l.mu.Unlock()
 	for k, rev := range keys {
+		if ctx.Err() != nil {
+			return
+		}
 		rctx, cancel := context.WithTimeout(ctx, l.op)
 		err := l.deleteKey(rctx, k, rev)
 		cancel()
-		if err == nil {
+		if err == nil && rev >= 0 {
 			l.mu.Lock()
 			delete(l.orphans, k)
 			delete(l.inUse, k)
@@ -270,8 +332,8 @@ func (l *Locker) deleteOrphans(ctx context.Context) {
 
 // deleteKey deletes key only if it is still the one created at rev, so
 // that a late retry cannot delete a newer key. rev -1 (a put whose outcome
-// is unknown) deletes whatever is there: the key name stays reserved for
-// us until then, so nothing newer of ours can be there.
+// is unknown) deletes whatever is there: the name stays reserved for us,
+// so nothing newer of ours can be there.
 func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 	if rev < 0 {
 		_, err := l.cli.Delete(ctx, key)
@@ -286,16 +348,23 @@ func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 // not answer within the cleanup bound; the key name is free for reuse once
 // it is deleted.
 func (l *Locker) release(key string, rev int64) error {
+	if l.isLost() {
+		return nil // the key goes with the lease
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.op)
 	defer cancel()
 	err := l.deleteKey(ctx, key, rev)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err != nil {
+	if err != nil || rev < 0 {
 		l.orphans[key] = rev
+	}
+	if err != nil {
 		return fmt.Errorf("%w: delete %s: %v", ErrUnavailable, key, err)
 	}
-	delete(l.inUse, key)
+	if rev >= 0 {
+		delete(l.inUse, key)
+	}
 	return nil
 }
 
@@ -333,10 +402,11 @@ func isShared(key []byte) bool { return strings.HasSuffix(string(key), sharedSuf
 // once and returns ErrBusy. value is stored as the key's value (the holder
 // record).
 //
-// If ctx ends, the session is lost or the Locker closes while it waits,
-// Lock deletes its waiter key, waiting at most about two seconds for etcd
-// (a key it cannot delete is deleted later, before the lease could be
-// renewed with it in the way), and returns the reason.
+// If ctx ends, the session is lost (ErrSessionLost) or the Locker closes
+// while it waits, Lock deletes its waiter key, waiting at most about two
+// seconds for etcd (a key it cannot delete is deleted by the keep-alive
+// loop as soon as etcd answers again), and returns the reason. On any
+// error it holds nothing.
 func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value []byte) (*Lock, error) {
 	select {
 	case <-l.closed:
@@ -345,21 +415,27 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 		return nil, ErrSessionLost
 	default:
 	}
+	ctx, cancel := l.bind(ctx)
+	defer cancel()
 	pfx := l.lockPrefix(name)
 	key := l.myKey(pfx, shared)
 	// One request queues us and shows who is ahead: the uncontended path
-	// costs this and the delete in Unlock.
+	// costs this and the delete in Unlock. It runs under its own deadline,
+	// not the caller's: a put cancelled in flight may still be applied,
+	// and then we must know its revision to take it back.
 	ahead := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
 	if !shared {
 		ahead = append(ahead, clientv3.WithLimit(1))
 	}
-	resp, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+	qctx, qcancel := context.WithTimeout(l.sctx, l.op)
+	resp, err := l.cli.Txn(qctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease)), clientv3.OpGet(pfx, ahead...)).Commit()
+	qcancel()
 	if err != nil || !resp.Succeeded {
-		l.release(key, -1) // the put may have happened
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		l.release(key, -1) // the put may yet happen: watched for all session long
+		if l.isLost() {
+			return nil, ErrSessionLost
 		}
 		if err == nil {
 			err = fmt.Errorf("key %s exists already", key)
@@ -367,19 +443,38 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 		return nil, fmt.Errorf("%w: queue for %q: %v", ErrUnavailable, name, err)
 	}
 	rev := resp.Header.Revision
-	k := &Lock{l: l, name: name, key: key, rev: rev}
-	if !blocked(resp.Responses[1].GetResponseRange().Kvs, rev, shared) {
-		k.start()
-		return k, nil
+	if blocked(resp.Responses[1].GetResponseRange().Kvs, rev, shared) {
+		if !wait {
+			l.release(key, rev)
+			return nil, ErrBusy
+		}
+		if err := l.waitTurn(ctx, pfx, rev, shared); err != nil {
+			l.release(key, rev)
+			return nil, err
+		}
+		// Granted: check that our key survived the wait (the lease may
+		// have expired meanwhile, and someone else been granted the lock).
+		g, err := l.cli.Get(ctx, key, clientv3.WithKeysOnly())
+		if err != nil || len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != rev {
+			l.release(key, rev)
+			switch {
+			case ctx.Err() != nil:
+				return nil, ctxErr(ctx)
+			case err != nil:
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			return nil, ErrSessionLost
+		}
 	}
-	if !wait {
-		l.release(key, rev)
-		return nil, ErrBusy
-	}
+	return l.start(name, key, rev), nil
+}
+
+// waitTurn waits until no older key blocks the key created at rev.
+func (l *Locker) waitTurn(ctx context.Context, pfx string, rev int64, shared bool) error {
 	for {
 		blocker, brev, err := l.blocker(ctx, pfx, rev, shared)
 		if err == nil && blocker == "" {
-			break
+			return nil
 		}
 		if err == nil {
 			err = l.waitDelete(ctx, blocker, brev)
@@ -388,25 +483,9 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 			err = l.pause(ctx)
 		}
 		if err != nil {
-			l.release(key, rev)
-			return nil, err
+			return err
 		}
 	}
-	// Granted: check that our key survived the wait (the lease may have
-	// expired meanwhile, and someone else been granted the lock).
-	g, err := l.cli.Get(ctx, key)
-	if err != nil || len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != rev {
-		l.release(key, rev)
-		switch {
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
-		case err != nil:
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		return nil, ErrSessionLost
-	}
-	k.start()
-	return k, nil
 }
 
 // blocked reports whether any of kvs, created before rev, keeps us from
@@ -430,9 +509,7 @@ func (l *Locker) pause(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
-	case <-l.lost:
-		return ErrSessionLost
+		return ctxErr(ctx)
 	case <-l.closed:
 		return ErrClosed
 	case <-t.C:
@@ -475,9 +552,7 @@ func (l *Locker) waitDelete(ctx context.Context, key string, rev int64) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-l.lost:
-			return ErrSessionLost
+			return ctxErr(ctx)
 		case <-l.closed:
 			return ErrClosed
 		case wr, ok := <-wch:
@@ -510,11 +585,9 @@ func (l *Locker) waitDelete(ctx context.Context, key string, rev int64) error {
 // waiting, or errRetry.
 func (l *Locker) waitErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return ctxErr(ctx)
 	}
 	select {
-	case <-l.lost:
-		return ErrSessionLost
 	case <-l.closed:
 		return ErrClosed
 	default:
@@ -530,54 +603,59 @@ type Lock struct {
 	key  string
 	rev  int64
 
-	lost chan struct{} // closed when our key is deleted or the session lost
-	stop context.CancelFunc
-	done chan struct{}
+	lost     chan struct{} // closed when the lock may be lost, or is unlocked
+	loseOnce sync.Once
+	ctx      context.Context // bound to the session; cancelled by Unlock
+	stop     context.CancelFunc
 
 	mu       sync.Mutex
 	released bool
 }
 
-// start watches the lock's own key: deleted by anyone but Unlock, the lock
-// is lost; so it is when the session is.
-func (k *Lock) start() {
-	k.lost = make(chan struct{})
-	k.done = make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	k.stop = cancel
+// start registers a granted lock and watches its key: deleted by anyone
+// but Unlock, the lock is lost; so it is when the session is.
+func (l *Locker) start(name, key string, rev int64) *Lock {
+	k := &Lock{l: l, name: name, key: key, rev: rev, lost: make(chan struct{})}
+	k.ctx, k.stop = l.bind(context.Background())
+	l.mu.Lock()
+	if l.isLost() {
+		k.lose()
+	} else {
+		l.held[k] = struct{}{}
+	}
+	l.mu.Unlock()
+	l.wg.Add(1)
 	go func() {
-		defer close(k.done)
-		defer close(k.lost)
-		from := k.rev + 1
-		for {
-			if !k.watch(ctx, from) {
-				return
-			}
+		defer l.wg.Done()
+		from := rev + 1
+		for k.watch(from) {
 			// The watch broke (compaction, a restart): look at the key,
 			// and watch again from there.
 			var ok bool
-			if from, ok = k.recheck(ctx); !ok {
-				return
+			if from, ok = k.recheck(); !ok {
+				break
 			}
 		}
+		k.lose()
 	}()
+	return k
 }
+
+func (k *Lock) lose() { k.loseOnce.Do(func() { close(k.lost) }) }
 
 // watch reports false once the lock is lost or released, true if the
 // watch broke first.
-func (k *Lock) watch(ctx context.Context, from int64) bool {
-	wctx, cancel := context.WithCancel(ctx)
+func (k *Lock) watch(from int64) bool {
+	wctx, cancel := context.WithCancel(k.ctx)
 	defer cancel()
 	wch := k.l.cli.Watch(wctx, k.key, clientv3.WithRev(from), clientv3.WithFilterPut())
 	for {
 		select {
-		case <-ctx.Done():
-			return false
-		case <-k.l.lost:
+		case <-k.ctx.Done():
 			return false
 		case wr, ok := <-wch:
 			if !ok || wr.Err() != nil {
-				return true
+				return k.ctx.Err() == nil
 			}
 			for _, ev := range wr.Events {
 				if ev.Type == mvccpb.DELETE {
@@ -590,16 +668,14 @@ func (k *Lock) watch(ctx context.Context, from int64) bool {
 
 // recheck waits until etcd says whether our key is still there; it returns
 // the revision to watch from, or false if the lock is gone.
-func (k *Lock) recheck(ctx context.Context) (int64, bool) {
+func (k *Lock) recheck() (int64, bool) {
 	for {
 		select {
-		case <-ctx.Done():
-			return 0, false
-		case <-k.l.lost:
+		case <-k.ctx.Done():
 			return 0, false
 		case <-time.After(200 * time.Millisecond):
 		}
-		rctx, cancel := context.WithTimeout(ctx, k.l.op)
+		rctx, cancel := context.WithTimeout(k.ctx, k.l.op)
 		g, err := k.l.cli.Get(rctx, k.key, clientv3.WithKeysOnly())
 		cancel()
 		if err != nil {
@@ -612,21 +688,22 @@ func (k *Lock) recheck(ctx context.Context) (int64, bool) {
 	}
 }
 
-// Token returns the fencing token: the create revision of the lock's key,
-// greater than that of every earlier holder of the lock.
+// Token returns the fencing token: the create revision of the lock's key.
+// An exclusive holder's is greater than that of every earlier holder of
+// the lock, exclusive or shared; a shared holder's is its own key's.
 func (k *Lock) Token() int64 { return k.rev }
 
 // Key returns the lock's key.
 func (k *Lock) Key() string { return k.key }
 
 // Lost returns a channel closed when the lock may be lost: its key was
-// deleted by someone else, or the session's lease may have expired. After
-// Unlock it is closed too.
+// deleted by someone else, or the session's lease may have expired. It is
+// also closed by Unlock.
 func (k *Lock) Lost() <-chan struct{} { return k.lost }
 
 // Update replaces the key's value, if the key is still ours.
 func (k *Lock) Update(value []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), k.l.op)
+	ctx, cancel := context.WithTimeout(k.ctx, k.l.op)
 	defer cancel()
 	return k.putIfHeld(ctx, k.key, value, true)
 }
@@ -641,6 +718,8 @@ func (k *Lock) putIfHeld(ctx context.Context, key string, value []byte, leased b
 	resp, err := k.l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k.key), "=", k.rev)).
 		Then(clientv3.OpPut(key, string(value), opts...)).Commit()
 	switch {
+	case err != nil && ctx.Err() != nil:
+		return ctxErr(ctx)
 	case err != nil:
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	case !resp.Succeeded:
@@ -651,8 +730,12 @@ func (k *Lock) putIfHeld(ctx context.Context, key string, value []byte, leased b
 
 // Held reports, by asking etcd, whether the lock is still ours.
 func (k *Lock) Held(ctx context.Context) error {
+	ctx, cancel := k.l.bind(ctx)
+	defer cancel()
 	resp, err := k.l.cli.Get(ctx, k.key, clientv3.WithKeysOnly())
 	switch {
+	case err != nil && ctx.Err() != nil:
+		return ctxErr(ctx)
 	case err != nil:
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	case len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != k.rev:
@@ -672,7 +755,9 @@ func (k *Lock) Unlock() error {
 	}
 	k.released = true
 	k.stop()
-	<-k.done
+	k.l.mu.Lock()
+	delete(k.l.held, k)
+	k.l.mu.Unlock()
 	return k.l.release(k.key, k.rev)
 }
 
@@ -690,6 +775,8 @@ type Info struct {
 
 // Inspect reports on the lock called name.
 func (l *Locker) Inspect(ctx context.Context, name string) (Info, error) {
+	ctx, cancel := l.bind(ctx)
+	defer cancel()
 	pfx := l.lockPrefix(name)
 	resp, err := l.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
@@ -716,6 +803,8 @@ func info(name, pfx string, kvs []*mvccpb.KeyValue) Info {
 
 // List reports on every lock under the prefix, sorted by name.
 func (l *Locker) List(ctx context.Context) ([]Info, error) {
+	ctx, cancel := l.bind(ctx)
+	defer cancel()
 	root := l.prefix + "/locks/"
 	resp, err := l.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
@@ -748,13 +837,15 @@ func (l *Locker) MarkDone(ctx context.Context, k *Lock, id string, value []byte)
 // began, or when ctx ends.
 func (l *Locker) WaitDone(ctx context.Context, id string) error {
 	key := l.doneKey(id)
+	ctx, unbind := l.bind(ctx)
+	defer unbind()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wch := l.cli.Watch(wctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterDelete())
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return ctxErr(ctx)
 		case wr, ok := <-wch:
 			if !ok {
 				return l.waitErr(ctx, errors.New("watch closed"))
@@ -769,35 +860,43 @@ func (l *Locker) WaitDone(ctx context.Context, id string) error {
 	}
 }
 
-// diagnose says why the endpoints did not answer, when gRPC only said that
-// time ran out: nothing listening, or the TLS handshake failing.
-func diagnose(cfg Config) string {
+// diagnose says why the endpoints do not answer: nothing listening, or the
+// TLS handshake failing. It probes them all at once, until ctx ends.
+func diagnose(ctx context.Context, cfg Config) string {
+	whys := make([]string, len(cfg.Endpoints))
+	var wg sync.WaitGroup
+	for i, e := range cfg.Endpoints {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			host := e
+			if u, err := url.Parse(e); err == nil && u.Host != "" {
+				host = u.Host
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", host)
+			if err == nil && cfg.TLS != nil {
+				tc := cfg.TLS.Clone()
+				if tc.ServerName == "" {
+					tc.ServerName, _, _ = net.SplitHostPort(host)
+				}
+				tlsc := tls.Client(c, tc)
+				err = tlsc.HandshakeContext(ctx)
+				c = tlsc
+			}
+			if c != nil {
+				c.Close()
+			}
+			if err != nil {
+				whys[i] = fmt.Sprintf("%s: %v", e, err)
+			}
+		}()
+	}
+	wg.Wait()
 	var why []string
-	for _, e := range cfg.Endpoints {
-		host := e
-		if u, err := url.Parse(e); err == nil && u.Host != "" {
-			host = u.Host
-		}
-		d := &net.Dialer{Timeout: time.Second}
-		var err error
-		if cfg.TLS != nil {
-			var c *tls.Conn
-			tc := cfg.TLS.Clone()
-			if tc.ServerName == "" {
-				tc.ServerName, _, _ = net.SplitHostPort(host)
-			}
-			if c, err = tls.DialWithDialer(d, "tcp", host, tc); err == nil {
-				err = c.Handshake()
-				c.Close()
-			}
-		} else {
-			var c net.Conn
-			if c, err = d.Dial("tcp", host); err == nil {
-				c.Close()
-			}
-		}
-		if err != nil {
-			why = append(why, fmt.Sprintf("%s: %v", e, err))
+	for _, w := range whys {
+		if w != "" {
+			why = append(why, w)
 		}
 	}
 	if len(why) == 0 {

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -50,7 +51,7 @@ func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name
 	ch := &child{
 		grace:  max(m.LostMargin()/2, 100*time.Millisecond),
 		argv:   append([]string{path}, argv[1:]...),
-		env:    append(append(os.Environ(), envLockName+"="+name, envToken+"="+strconv.FormatInt(held.Token(), 10)), env...),
+		env:    append(append(childEnv(), envLockName+"="+name, envToken+"="+strconv.FormatInt(held.Token(), 10)), env...),
 		stdout: c.App.Writer,
 		stderr: c.App.ErrWriter,
 		lost:   held.Lost(),
@@ -152,4 +153,16 @@ func waitStatus(cmd *exec.Cmd, err error) error {
 		return &childExit{code}
 	}
 	return nil
+}
+
+// childEnv is coord's environment without the etcd password: commands
+// under a lock are often build scripts that print their environment.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, envPassword+"=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }

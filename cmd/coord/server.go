@@ -168,7 +168,8 @@ func serverFlags(c *cli.Context) (serverConfig, error) {
 	if rawPeer == "" {
 		rawPeer = defaultPeerURL
 	}
-	client, err := listenURL(flagClientURL, rawClient, useTLS, insecure)
+	// TLS alone encrypts; only client certificates keep strangers out.
+	client, err := listenURL(flagClientURL, rawClient, useTLS, insecure || caFile != "")
 	if err != nil {
 		return sc, err
 	}
@@ -244,8 +245,8 @@ func listenURL(flag, raw string, tls, insecure bool) (url.URL, error) {
 		}
 		loopback = ip.IsLoopback()
 	}
-	if !loopback && !tls && !insecure {
-		hint := fmt.Sprintf("use https with --%s, or --%s", flagCertFile, flagInsecure)
+	if !loopback && !insecure {
+		hint := fmt.Sprintf("use https with --%s and client certificates (--%s), or --%s", flagCertFile, flagTrustedCA, flagInsecure)
 		if flag == flagPeerURL {
 			hint = fmt.Sprintf("--%s is for this host only, or give --%s", flagPeerURL, flagInsecure)
 		}

@@ -44,7 +44,10 @@ func TestListenURL(t *testing.T) {
 		{flagClientURL, "http://0.0.0.0:2379", false, false, "", "not a loopback address"},
 		{flagClientURL, "http://[::]:2379", false, false, "", "not a loopback address"},
 		{flagClientURL, "http://10.1.2.3:2379", false, true, "http://10.1.2.3:2379", ""},
-		{flagClientURL, "https://10.1.2.3:2379", true, false, "https://10.1.2.3:2379", ""},
+		// TLS without client certificates is refused off loopback; with a
+		// client CA (passed as insecure=true by the caller) it is fine.
+		{flagClientURL, "https://10.1.2.3:2379", true, false, "", "client certificates"},
+		{flagClientURL, "https://10.1.2.3:2379", true, true, "https://10.1.2.3:2379", ""},
 		{flagClientURL, "https://127.0.0.1:2379", false, false, "", "https needs --cert-file"},
 		{flagClientURL, "http://127.0.0.1:2379", true, false, "", "want an https URL"},
 		{flagPeerURL, "https://127.0.0.1:2380", false, false, "", "want an http URL"},
