@@ -378,3 +378,67 @@ func TestCancelWithEtcdStopped(t *testing.T) {
 	a.Close()
 	b.Close()
 }
+
+// Waits that time out at random moments, the queueing request included,
+// leave no key behind.
+func TestTimeoutsLeaveNoKeys(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		holder := newLocker(t, cfg)
+		held := mustLock(t, holder, "stray", false)
+		l := newLocker(t, cfg)
+		done := make(chan struct{})
+		for i := range 24 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+i*40/24)*time.Millisecond)
+				defer cancel()
+				if k, err := l.Lock(ctx, "stray", i%3 == 0, true, nil); err == nil {
+					t.Errorf("granted while held")
+					k.Unlock()
+				}
+			}()
+		}
+		for range 24 {
+			<-done
+		}
+		info, err := holder.Inspect(context.Background(), "stray")
+		if err != nil || info.Waiters != 0 || len(info.Holders) != 1 {
+			t.Fatalf("after 24 timed-out waits: %+v, %v; want the holder alone", info, err)
+		}
+		held.Unlock()
+		if _, err := l.Lock(context.Background(), "stray", false, false, nil); err != nil {
+			t.Fatalf("lock after the holder let go: %v", err)
+		}
+	})
+}
+
+// With etcd gone right after the grant, Lost closes before the lease could
+// expire, and a single try returns within the cleanup bound.
+func TestLostWhenEtcdStops(t *testing.T) {
+	s, err := etcdtest.StartEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := etcdlock.Config{Endpoints: []string{s.Endpoint}, TTL: 2 * time.Second, DialTimeout: time.Second}
+	l, err := etcdlock.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	k := mustLock(t, l, "gone", false)
+	stopped := time.Now()
+	s.Stop()
+	select {
+	case <-k.Lost():
+		t.Logf("Lost closed %s after etcd stopped (TTL 2s, margin %s)", time.Since(stopped).Round(time.Millisecond), l.LostMargin())
+	case <-time.After(2 * time.Second):
+		t.Fatal("Lost still open 2s (the TTL) after etcd stopped")
+	}
+	start := time.Now()
+	if _, err := l.Lock(context.Background(), "other", false, false, nil); err == nil {
+		t.Fatal("Lock succeeded with etcd stopped")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("a single try with etcd stopped took %s", d)
+	}
+}
