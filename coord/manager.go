@@ -398,13 +398,15 @@ func (l *Lock) Name() string { return l.name }
 // earlier exclusive holder of this name. Pass it to the resource you guard
 // and have it refuse writes with a token lower than one it has seen: that,
 // not the lock alone, is what protects against a holder that was paused or
-// cut off and did not notice it lost the lock. A shared lock has the token of
-// the last exclusive holder.
+// cut off and did not notice it lost the lock. A shared lock's token is the
+// last exclusive holder's on the file backend, its own key's revision on
+// etcd.
 func (l *Lock) Token() int64 { return l.h.Token() }
 
 // Lost returns a channel that is closed if the lock is lost before Unlock.
 // A file lock is lost only with its process, so for the file backend it
-// never closes; an etcd lock is lost when its lease may have expired.
+// never closes; an etcd lock is lost when its key is deleted or its lease
+// may have expired (and its channel is closed by Unlock too).
 func (l *Lock) Lost() <-chan struct{} { return l.h.Lost() }
 
 // Holder describes this process as the holder.
