@@ -3,6 +3,7 @@
 package integration_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -442,4 +443,52 @@ func testProcessGroups(t *testing.T, be *backend, script string) {
 	if code != 0 || m == nil || m[2] == m[3] {
 		t.Fatalf("without a terminal: exit %d, output %q; want the command in a group of its own", code, outs)
 	}
+}
+
+// `coord status --json` names the holder, its token and the waiters on every
+// backend, and the etcd password shows nowhere: not in status, not to CMD.
+func TestStatus(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be *backend) {
+		w := newWorld(t, be)
+		const secret = "hunter2-not-shown"
+		env := w.env("COORD_ETCD_PASSWORD=" + secret)
+		holder := start(t, w.root, env, coordBin, "lock", "st", "--", "sh", "-c", `env > child.env; echo $$ > held; exec sleep 30`)
+		childPID(t, w.path("held"))
+		waiter := start(t, w.root, env, coordBin, "lock", "--timeout", "20s", "st", "--", "true")
+		w.waitWaiters("st", 1, 10*time.Second)
+		p := start(t, w.root, env, coordBin, "status", "--json")
+		if code := p.wait(10 * time.Second); code != 0 {
+			t.Fatalf("status exited %d:\n%s", code, p.output())
+		}
+		out := p.output()
+		var locks []struct {
+			Name   string `json:"name"`
+			State  string `json:"state"`
+			Token  int64  `json:"token"`
+			Holder *struct {
+				Host string `json:"host"`
+				PID  int    `json:"pid"`
+			} `json:"holder"`
+			Waiters *int `json:"waiters"`
+		}
+		if err := json.Unmarshal([]byte(out), &locks); err != nil {
+			t.Fatalf("status --json: %v:\n%s", err, out)
+		}
+		host, _ := os.Hostname()
+		if len(locks) != 1 || locks[0].Name != "st" || locks[0].State != "exclusive" || locks[0].Token <= 0 ||
+			locks[0].Holder == nil || locks[0].Holder.PID != holder.cmd.Process.Pid || locks[0].Holder.Host != host ||
+			locks[0].Waiters == nil || *locks[0].Waiters != 1 {
+			t.Fatalf("status --json = %s; want st held exclusively by pid %d on %s with 1 waiter", out, holder.cmd.Process.Pid, host)
+		}
+		if strings.Contains(out, secret) {
+			t.Fatal("status shows the etcd password")
+		}
+		if b, _ := os.ReadFile(w.path("child.env")); strings.Contains(string(b), secret) {
+			t.Fatal("the command sees the etcd password")
+		}
+		holder.cmd.Process.Signal(syscall.SIGTERM)
+		if code := waiter.wait(20 * time.Second); code != 0 {
+			t.Fatalf("waiter exited %d:\n%s", code, waiter.output())
+		}
+	})
 }
