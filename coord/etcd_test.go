@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,45 +151,5 @@ func TestEtcdBadConfig(t *testing.T) {
 // woken by the download record.
 func TestEtcdDownloadOnce(t *testing.T) {
 	s := startEtcd(t)
-	parent := t.TempDir()
-	dest := filepath.Join(parent, "llvm")
-	var runs atomic.Int32
-	var committed atomic.Int64
-	returned := make([]time.Time, 16)
-	var wg sync.WaitGroup
-	for i := range returned {
-		m := etcdManager(t, coord.Config{Endpoints: []string{s.Endpoint}})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := coord.NewDownloadCoordinator(m).Do(context.Background(), "llvm", dest, func(_ context.Context, dir string) error {
-				runs.Add(1)
-				time.Sleep(300 * time.Millisecond)
-				committed.Store(time.Now().UnixNano())
-				return os.WriteFile(filepath.Join(dir, "bin"), []byte("clang"), 0o644)
-			})
-			if err != nil {
-				t.Error(err)
-			}
-			returned[i] = time.Now()
-		}()
-	}
-	wg.Wait()
-	if n := runs.Load(); n != 1 {
-		t.Fatalf("fetch ran %d times; want 1", n)
-	}
-	var last time.Time
-	for _, r := range returned {
-		if r.After(last) {
-			last = r
-		}
-	}
-	spread := last.Sub(time.Unix(0, committed.Load()))
-	t.Logf("last of 16 callers returned %s after the fetch finished", spread)
-	if spread > time.Second {
-		t.Errorf("last caller returned %s after the fetch finished", spread)
-	}
-	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
-		t.Fatalf("parent holds %d entries; want dest alone", len(ents))
-	}
+	checkDoOnce(t, func() *coord.Manager { return etcdManager(t, coord.Config{Endpoints: []string{s.Endpoint}}) })
 }
