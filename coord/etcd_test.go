@@ -153,3 +153,39 @@ func TestEtcdDownloadOnce(t *testing.T) {
 	s := startEtcd(t)
 	checkDoOnce(t, func() *coord.Manager { return etcdManager(t, coord.Config{Endpoints: []string{s.Endpoint}}) })
 }
+
+// The marker in dest is the truth: a waiter told by etcd that the download
+// is done, whose dest has no marker (storage not shared), downloads itself.
+func TestEtcdDoneButDestNotShared(t *testing.T) {
+	s := startEtcd(t)
+	cfg := coord.Config{Endpoints: []string{s.Endpoint}}
+	a := coord.NewDownloadCoordinator(etcdManager(t, cfg))
+	b := coord.NewDownloadCoordinator(etcdManager(t, cfg))
+	hostA, hostB := filepath.Join(t.TempDir(), "sdk"), filepath.Join(t.TempDir(), "sdk")
+	first, err := a.Coordinate(context.Background(), "sdk", hostA)
+	if err != nil || !first.ShouldDownload() {
+		t.Fatalf("first = %v, %v", first, err)
+	}
+	got := make(chan *coord.Download)
+	go func() {
+		d, err := b.Coordinate(context.Background(), "sdk", hostB, coord.WithTimeout(10*time.Second))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- d
+	}()
+	time.Sleep(200 * time.Millisecond)
+	os.WriteFile(filepath.Join(first.StagingDir(), "f"), nil, 0o644)
+	if err := first.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	second := <-got
+	if second == nil {
+		return
+	}
+	defer second.Close()
+	if !second.ShouldDownload() {
+		t.Fatal("told done by etcd, without a marker in its own dest, the waiter did not download")
+	}
+}
