@@ -71,7 +71,7 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 		return nil, err
 	}
 	d := &Download{m: c.m, id: id, dest: dest}
-	if complete(dest) {
+	if Complete(dest) {
 		return d, nil
 	}
 	start := time.Now()
@@ -88,7 +88,7 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 		// Someone downloads: wait for them to finish, together with
 		// everyone else who waits.
 		if err = c.waitDownloader(ctx, id, name, o.timeout); err == nil {
-			if complete(dest) {
+			if Complete(dest) {
 				return d, nil
 			}
 			l, err = c.m.lock(ctx, name, false, o.timeout)
@@ -96,7 +96,7 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	}
 	var te *TimeoutError
 	if errors.As(err, &te) {
-		if complete(dest) { // committed just as we gave up
+		if Complete(dest) { // committed just as we gave up
 			return d, nil
 		}
 		if te.Waited > 0 {
@@ -107,7 +107,7 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 		return nil, err
 	}
 	d.lock = l
-	if complete(dest) {
+	if Complete(dest) {
 		l.Unlock()
 		d.lock = nil
 		return d, nil
@@ -201,8 +201,9 @@ func (m *Manager) checkDest(dest string) (string, error) {
 	return abs, nil
 }
 
-// complete reports whether dest holds the completion marker.
-func complete(dest string) bool {
+// Complete reports whether dest holds the completion marker: a download
+// of it was committed, and it is whole.
+func Complete(dest string) bool {
 	fi, err := os.Lstat(filepath.Join(dest, MarkerName))
 	return err == nil && fi.Mode().IsRegular()
 }
@@ -347,7 +348,7 @@ func (d *Download) Commit() error {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
 	defer dl.Unlock()
-	if complete(d.dest) {
+	if Complete(d.dest) {
 		d.m.log.Warn("destination completed by another download; keeping it", zap.String("id", d.id), zap.String("dest", d.dest))
 		return nil
 	}

@@ -57,6 +57,8 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 		Logger:      log,
 	})
 	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, err
 	case errors.Is(err, etcdlock.ErrUnavailable):
 		return nil, fmt.Errorf("%w: %v%s", ErrBackendUnavailable, err, hint)
 	case err != nil:

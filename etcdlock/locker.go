@@ -113,13 +113,16 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 	if !probe.Stop() {
 		cancel()
 		w := <-why
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			cli.Close()
 			return nil, fmt.Errorf("%w: %s: %v%s", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err, w)
 		}
 	}
 	if err != nil {
 		cli.Close()
+		if ctx.Err() != nil { // the caller gave up, not etcd
+			return nil, fmt.Errorf("connect to etcd: %w", ctx.Err())
+		}
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err)
 	}
 	ttl := time.Duration(g.TTL) * time.Second

@@ -490,14 +490,10 @@ func (l *Locker) inspect(fname string, table lockTable) (Info, error) {
 			info.Held, info.Shared = true, e.shared
 			info.Holders = append(info.Holders, e.pid)
 		}
-	} else {
-		if info.Held, info.Shared, err = probe(f); err != nil {
-			return info, err
-		}
-		// A lock that is free and absent from a readable table has no
-		// waiters either; a held one absent from it is on a file system
-		// whose device numbers the table does not match.
-		info.Known = !info.Held && table.readable()
+	} else if info.Held, info.Shared, err = probe(f); err != nil {
+		// Only where the kernel cannot tell: a probe takes the lock for a
+		// moment, which can make someone's single try fail.
+		return info, err
 	}
 	h, err := readHeader(f)
 	if err != nil {

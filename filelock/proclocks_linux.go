@@ -76,15 +76,23 @@ func parseLockTable(b []byte) lockTable {
 	return t
 }
 
-func (t lockTable) readable() bool { return t != nil }
-
-// lookup returns what the kernel knows of f; ok is false when the table
-// has nothing for it (no /proc, or a file system whose device numbers in
-// /proc/locks differ from stat's, such as btrfs subvolumes or overlayfs).
-func (t lockTable) lookup(f *file) (entries []lockEntry, ok bool) {
+// lookup returns what the kernel knows of f. known is false when the table
+// cannot tell: no /proc, or a file system whose device numbers in
+// /proc/locks differ from stat's (btrfs subvolumes, overlayfs), which shows
+// as no lock at all on f's device. A file on a device the table knows,
+// without entries of its own, is free.
+func (t lockTable) lookup(f *file) (entries []lockEntry, known bool) {
 	if t == nil {
 		return nil, false
 	}
-	e, ok := t[fileKey{unix.Major(f.dev), unix.Minor(f.dev), f.ino}]
-	return e, ok
+	maj, min := unix.Major(f.dev), unix.Minor(f.dev)
+	if e, ok := t[fileKey{maj, min, f.ino}]; ok {
+		return e, true
+	}
+	for k := range t {
+		if k.major == maj && k.minor == min {
+			return nil, true
+		}
+	}
+	return nil, false
 }

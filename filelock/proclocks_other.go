@@ -13,6 +13,4 @@ type lockEntry struct {
 
 func readLockTable() lockTable { return lockTable{} }
 
-func (lockTable) readable() bool { return false }
-
 func (lockTable) lookup(*file) ([]lockEntry, bool) { return nil, false }

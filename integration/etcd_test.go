@@ -88,15 +88,19 @@ func etcdPutsSince(t *testing.T, be *backend, rev int64) []string {
 	return nil
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+// freePorts returns n distinct loopback ports that were free a moment ago.
+func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close() // held until all are picked: no port twice
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // nanos reads a file written by `date +%s%N`.
@@ -184,7 +188,7 @@ func TestEtcdctlInterop(t *testing.T) {
 // An explicit --backend etcd fails the same way. No etcd needed.
 func TestEtcdUnreachable(t *testing.T) {
 	dir := t.TempDir()
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])
 	env := append(cleanEnv(), "COORD_LOCK_DIR="+dir+"/locks", "COORD_ETCD_ENDPOINTS="+endpoint)
 	// The three wait for the dial timeout side by side.
 	began := time.Now()
@@ -282,20 +286,10 @@ func TestEtcdBadInput(t *testing.T) {
 // 14. 8 OS processes × 25 increments under `coord --backend etcd lock`
 // against a `coord server` process: none lost.
 func TestCLICounterCoordServer(t *testing.T) {
-	if err := exec.Command(coordBin, "server", "--help").Run(); err != nil {
-		// TODO: when `coord server` is missing, this runs against the
-		// embedded etcd instead; drop this branch once every build has it.
-		t.Logf("`coord server --help`: %v; using the embedded etcd", err)
-		etcdBackends(t, func(t *testing.T, be *backend) {
-			if be.name == "etcd-embedded" {
-				cliCounter(t, newWorld(t, be), "GLOBAL=--backend etcd --etcd-endpoints "+be.endpoint)
-			}
-		})
-		return
-	}
 	data := t.TempDir()
-	client := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	ports := freePorts(t, 2)
+	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	srv := start(t, data, cleanEnv(), coordBin, "server", "--data-dir", data+"/etcd", "--client-url", client, "--peer-url", peer)
 	began := time.Now()
 	for !strings.Contains(srv.output(), "ready") {

@@ -437,6 +437,28 @@ func testProcessGroups(t *testing.T, be *backend, script string) {
 		t.Fatalf("at a terminal: %v, output %q; want the command to read \"hello\" in coord's group", err, out)
 	}
 
+	// With a terminal but stdin elsewhere, the command still stays in
+	// coord's group: in a background group of its own, it would be stopped
+	// the moment it touched the terminal, and the lock held forever.
+	cmd = exec.Command(script, "-qec", coordBin+" lock tty2 -- sh -c '"+strings.ReplaceAll(report, "read v", "read v </dev/tty")+"' </dev/null", "/dev/null")
+	cmd.Dir, cmd.Env, cmd.Stdin = w.root, w.env(), strings.NewReader("hello\n")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out, err = cmd.CombinedOutput()
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("with a terminal and stdin from /dev/null, the command hung (stopped in the background?): %q", out)
+	}
+	m = groups.FindStringSubmatch(string(out))
+	if err != nil || m == nil || m[1] != "hello" || m[2] != m[3] {
+		t.Fatalf("terminal, stdin /dev/null: %v, output %q; want the command to read \"hello\" from /dev/tty in coord's group", err, out)
+	}
+
 	// Without a terminal: a group of its own.
 	code, outs := w.runCoord("lock", "notty", "--", "sh", "-c", "echo hello | { "+report+"; }")
 	m = groups.FindStringSubmatch(outs)

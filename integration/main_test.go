@@ -346,9 +346,11 @@ func start(t *testing.T, wd string, env []string, path string, args ...string) *
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = wd, env, out, out
-	// Its own process group, so that the end of the test kills whatever
-	// it left behind, children included.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own session, without a controlling terminal even when the tests
+	// run at one (coord behaves differently with a terminal), and so its
+	// own process group, which the end of the test kills, children
+	// included.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Start(); err != nil {
 		cancel()

@@ -320,26 +320,32 @@ func timeoutFlag(c *cli.Context) (time.Duration, error) {
 }
 
 // splitCommand separates the n leading arguments (NAME, or ID DEST) from
-// the command after them ("--" between the two is optional), and finds the
-// command's path, so that a missing command fails before any lock is taken.
-func splitCommand(args []string, n int, usage string) (head, cmd []string, path string, err error) {
+// the command after them ("--" between the two is optional).
+func splitCommand(args []string, n int, usage string) (head, cmd []string, err error) {
 	if len(args) < n {
-		return nil, nil, "", usagef("missing arguments; usage: %s", usage)
+		return nil, nil, usagef("missing arguments; usage: %s", usage)
 	}
 	head, cmd = args[:n], args[n:]
 	if len(cmd) > 0 && cmd[0] == "--" {
 		cmd = cmd[1:]
 	}
 	if len(cmd) == 0 || cmd[0] == "" {
-		return nil, nil, "", usagef("missing command; usage: %s", usage)
+		return nil, nil, usagef("missing command; usage: %s", usage)
 	}
 	if cmd[0] == args[n] && strings.HasPrefix(cmd[0], "-") {
-		return nil, nil, "", usagef("%q after the arguments: flags go first; usage: %s", cmd[0], usage)
+		return nil, nil, usagef("%q after the arguments: flags go first; usage: %s", cmd[0], usage)
 	}
-	if path, err = exec.LookPath(cmd[0]); err != nil {
-		return nil, nil, "", execError(cmd[0], err)
+	return head, cmd, nil
+}
+
+// lookCommand finds the command, so that a missing one fails before any
+// lock is taken.
+func lookCommand(name string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", execError(name, err)
 	}
-	return head, cmd, path, nil
+	return path, nil
 }
 
 // execError is the error for a command that cannot be run: 127 if it is

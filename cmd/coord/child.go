@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/toolchainkit/coord/coord"
 )
@@ -69,18 +68,18 @@ func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name
 // and the child's status as a *childExit (nil for 0). If ctx already ended
 // (coord was signalled before it listened), the child is not started.
 //
-// When stdin is not a terminal the child leads its own process group:
+// Without a controlling terminal the child leads its own process group:
 // signals go to the whole group, and when the child exits whatever it left
 // in the group is killed. On Linux a guard (see guardCommand) kills the
-// group if coord dies, even by SIGKILL; on Windows a job object does. At a
-// terminal the child stays in coord's group so that it can read the
+// group if coord dies, even by SIGKILL; on Windows a job object does. With
+// a terminal the child stays in coord's group so that it can use the
 // terminal, and the terminal's own ^C reaches it; there only the child
 // itself is killed if coord dies (Linux).
 func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 	if ch.lockFile != nil {
 		defer ch.lockFile.Close()
 	}
-	interactive := term.IsTerminal(int(os.Stdin.Fd()))
+	interactive, _ := terminal()
 	argv := guardedArgv(ch.argv, interactive)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(ch.env, envPID+"="+strconv.Itoa(os.Getpid()))
@@ -119,8 +118,8 @@ func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 		case err := <-done:
 			return lostErr, waitStatus(cmd, err)
 		case s := <-sigs:
-			if interactive && s == os.Interrupt {
-				continue // the terminal sent it to the child as well
+			if _, fg := terminal(); fg && s == os.Interrupt {
+				continue // from the terminal, which sent it to the child too
 			}
 			signalChild(cmd, s.(syscall.Signal), interactive)
 		case <-lost:
@@ -155,12 +154,15 @@ func waitStatus(cmd *exec.Cmd, err error) error {
 	return nil
 }
 
-// childEnv is coord's environment without the etcd password: commands
-// under a lock are often build scripts that print their environment.
+// childEnv is coord's environment without the etcd password (also when
+// given as COORD_ETCD_USER=user:password): commands under a lock are often
+// build scripts that print their environment.
 func childEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envPassword+"=") {
+		secret := strings.HasPrefix(kv, envPassword+"=") ||
+			strings.HasPrefix(kv, envUser+"=") && strings.Contains(kv[len(envUser)+1:], ":")
+		if !secret {
 			env = append(env, kv)
 		}
 	}

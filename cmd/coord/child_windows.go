@@ -12,6 +12,9 @@ import (
 
 func sysProcAttr(bool) *syscall.SysProcAttr { return nil }
 
+// terminal: on Windows the console is shared whatever the process tree.
+func terminal() (tty, foreground bool) { return false, false }
+
 const guardCommand = "__guard"
 
 func guardedArgv(argv []string, _ bool) []string { return argv }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -36,11 +37,18 @@ func downloadCommand() *cli.Command {
 }
 
 func runDownload(c *cli.Context) error {
-	head, argv, path, err := splitCommand(c.Args().Slice(), 2, downloadUsage)
+	head, argv, err := splitCommand(c.Args().Slice(), 2, downloadUsage)
 	if err != nil {
 		return err
 	}
 	id, dest := head[0], head[1]
+	if fi, err := os.Lstat(dest); err == nil && fi.IsDir() && coord.Complete(dest) {
+		return nil // done: no command, no backend needed
+	}
+	path, err := lookCommand(argv[0])
+	if err != nil {
+		return err
+	}
 	timeout, err := timeoutFlag(c)
 	if err != nil {
 		return err

@@ -41,7 +41,11 @@ func lockFlags(c *cli.Context) (onLost string, err error) {
 }
 
 func runLock(c *cli.Context) error {
-	head, argv, path, err := splitCommand(c.Args().Slice(), 1, lockUsage)
+	head, argv, err := splitCommand(c.Args().Slice(), 1, lockUsage)
+	if err != nil {
+		return err
+	}
+	path, err := lookCommand(argv[0])
 	if err != nil {
 		return err
 	}
