@@ -132,6 +132,10 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 			return nil, err
 		}
 		b, lockDir = fb, fb.l.Dir()
+		if fs := fb.l.NetworkFS(); fs != "" {
+			o.log.Warn("the lock directory is on a network file system: file locks there may exclude processes on this host only, without any error; use the etcd backend to coordinate hosts",
+				zap.String("dir", lockDir), zap.String("fs", fs))
+		}
 	}
 	host, _ := os.Hostname()
 	self := Holder{Host: host, PID: os.Getpid(), Command: o.command}

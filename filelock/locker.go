@@ -73,6 +73,12 @@ func New(dir string) (*Locker, error) {
 // Dir returns the absolute path of the lock directory.
 func (l *Locker) Dir() string { return l.path }
 
+// NetworkFS names the lock directory's file system ("nfs", "smb", "fuse",
+// …) when it is one where a file lock may exclude only this host, or be
+// lost with the client's lease, without any error; "" otherwise or where
+// the OS cannot tell (Linux only).
+func (l *Locker) NetworkFS() string { return networkFS(l.path) }
+
 // Close closes the files the Locker keeps open; Lock calls still waiting
 // return ErrClosed. Locks still held stay held until their Unlock. A wait
 // that gave up may still be queued in the kernel; it lets go of the lock
