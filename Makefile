@@ -33,6 +33,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFileName$$' -fuzztime $(FUZZTIME) ./filelock
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeader$$' -fuzztime $(FUZZTIME) ./filelock
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRecord$$' -fuzztime $(FUZZTIME) ./coord
+	$(GO) test -run '^$$' -fuzz '^FuzzEscapeName$$' -fuzztime $(FUZZTIME) ./etcdlock
 
 clean:
 	rm -rf bin
