@@ -75,12 +75,11 @@ type Locker struct {
 	closed  chan struct{}      // closed by Close
 	once    sync.Once          // Close
 
-	mu       sync.Mutex
-	deadline time.Time           // the lease lives at least until then
-	inUse    map[string]struct{} // our keys: never reused while they may exist
-	seq      int64               // numbers our extra keys under one prefix
-	orphans  map[string]int64    // keys whose delete failed → create revision (-1: unknown)
-	held     map[*Lock]struct{}  // locks granted and not unlocked
+	mu      sync.Mutex
+	inUse   map[string]struct{} // our keys: never reused while they may exist
+	seq     int64               // numbers our extra keys under one prefix
+	orphans map[string]int64    // keys whose delete failed → create revision (-1: unknown)
+	held    map[*Lock]struct{}  // locks granted and not unlocked
 }
 
 // New connects to etcd and starts a session. It fails with ErrUnavailable
@@ -127,25 +126,24 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 	}
 	ttl := time.Duration(g.TTL) * time.Second
 	l := &Locker{
-		cli:      cli,
-		lease:    g.ID,
-		prefix:   cfg.Prefix,
-		ttl:      ttl,
-		margin:   max(time.Second, ttl/4),
-		op:       min(cfg.DialTimeout, 2*time.Second),
-		log:      cfg.Logger,
-		lost:     make(chan struct{}),
-		closed:   make(chan struct{}),
-		deadline: sent.Add(ttl),
-		inUse:    map[string]struct{}{},
-		orphans:  map[string]int64{},
-		held:     map[*Lock]struct{}{},
+		cli:     cli,
+		lease:   g.ID,
+		prefix:  cfg.Prefix,
+		ttl:     ttl,
+		margin:  max(time.Second, ttl/4),
+		op:      min(cfg.DialTimeout, 2*time.Second),
+		log:     cfg.Logger,
+		lost:    make(chan struct{}),
+		closed:  make(chan struct{}),
+		inUse:   map[string]struct{}{},
+		orphans: map[string]int64{},
+		held:    map[*Lock]struct{}{},
 	}
 	l.sctx, l.scancel = context.WithCancelCause(context.Background())
 	kctx, kcancel := context.WithCancel(context.Background())
 	l.cancel = kcancel
 	l.wg.Add(1)
-	go l.keepAlive(kctx)
+	go l.keepAlive(kctx, sent.Add(ttl))
 	return l, nil
 }
 
@@ -176,9 +174,6 @@ func (c *Config) fill() error {
 	}
 	return nil
 }
-
-// TTL returns the lease's TTL as the server granted it.
-func (l *Locker) TTL() time.Duration { return l.ttl }
 
 // LostMargin returns how long before the lease could expire Lost fires.
 func (l *Locker) LostMargin() time.Duration { return l.margin }
@@ -253,43 +248,40 @@ func ctxErr(ctx context.Context) error {
 }
 
 // keepAlive renews the lease every TTL/3 and closes lost when the lease is
-// gone or may be. The deadline is counted from when a successful request was
-// sent, not from when its answer came: the server renewed it in between.
-func (l *Locker) keepAlive(ctx context.Context) {
+// gone or may be. The lease's expiry is counted from when the last
+// successful request was sent, not from when its answer came: the server
+// renewed it in between. Only this goroutine knows it.
+func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 	defer l.wg.Done()
 	every := l.ttl / 3
 	next := every
 	for {
-		l.mu.Lock()
-		untilLost := time.Until(l.deadline.Add(-l.margin))
-		l.mu.Unlock()
-		if untilLost <= 0 {
+		lostAt := expiry.Add(-l.margin)
+		if time.Until(lostAt) <= 0 {
 			l.log.Warn("etcd lease may have expired: locks are lost", zap.Int64("lease", int64(l.lease)))
 			l.markLost()
 			return
 		}
-		t := time.NewTimer(min(next, untilLost))
+		t := time.NewTimer(min(next, time.Until(lostAt)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		if time.Until(l.deadline.Add(-l.margin)) <= 0 {
+		if time.Until(lostAt) <= 0 {
 			continue
 		}
 		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, min(every, time.Until(l.deadline.Add(-l.margin))))
+		rctx, cancel := context.WithTimeout(ctx, min(every, time.Until(lostAt)))
 		resp, err := l.cli.KeepAliveOnce(rctx, l.lease)
 		cancel()
 		switch {
 		case err == nil && resp.TTL > 0:
-			l.mu.Lock()
-			l.deadline = sent.Add(time.Duration(resp.TTL) * time.Second)
-			l.mu.Unlock()
+			expiry = sent.Add(time.Duration(resp.TTL) * time.Second)
 			next = every
 			// Bounded so that a slow etcd cannot delay Lost.
-			octx, ocancel := context.WithDeadline(ctx, l.deadline.Add(-l.margin-every))
+			octx, ocancel := context.WithDeadline(ctx, expiry.Add(-l.margin-every))
 			l.deleteOrphans(octx)
 			ocancel()
 		case errors.Is(err, rpctypes.ErrLeaseNotFound) || err == nil:
@@ -469,7 +461,7 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 			return nil, ErrSessionLost
 		}
 	}
-	return l.start(name, key, rev), nil
+	return l.start(key, rev), nil
 }
 
 // waitTurn waits until no older key blocks the key created at rev.
@@ -601,10 +593,9 @@ func (l *Locker) waitErr(ctx context.Context, err error) error {
 
 // Lock is a held etcd lock.
 type Lock struct {
-	l    *Locker
-	name string
-	key  string
-	rev  int64
+	l   *Locker
+	key string
+	rev int64
 
 	lost     chan struct{} // closed when the lock may be lost, or is unlocked
 	loseOnce sync.Once
@@ -617,8 +608,8 @@ type Lock struct {
 
 // start registers a granted lock and watches its key: deleted by anyone
 // but Unlock, the lock is lost; so it is when the session is.
-func (l *Locker) start(name, key string, rev int64) *Lock {
-	k := &Lock{l: l, name: name, key: key, rev: rev, lost: make(chan struct{})}
+func (l *Locker) start(key string, rev int64) *Lock {
+	k := &Lock{l: l, key: key, rev: rev, lost: make(chan struct{})}
 	k.ctx, k.stop = l.bind(context.Background())
 	l.mu.Lock()
 	if l.isLost() {

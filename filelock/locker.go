@@ -350,9 +350,6 @@ type Lock struct {
 // file is deleted.
 func (k *Lock) Token() int64 { return int64(k.token) }
 
-// Since returns when the lock was acquired.
-func (k *Lock) Since() time.Time { return k.since }
-
 // Lost returns a channel that is never closed: a file lock lasts as long as
 // the process that holds it.
 func (k *Lock) Lost() <-chan struct{} { return k.l.never }

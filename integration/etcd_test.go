@@ -5,7 +5,6 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -15,6 +14,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/toolchainkit/coord/internal/etcdtest"
 )
 
 // Behaviours only the etcd backend has: meeting etcdctl on the same keys,
@@ -91,14 +92,9 @@ func etcdPutsSince(t *testing.T, be *backend, rev int64) []string {
 // freePorts returns n distinct loopback ports that were free a moment ago.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close() // held until all are picked: no port twice
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	ports, err := etcdtest.FreePorts(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }

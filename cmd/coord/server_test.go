@@ -2,15 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -26,6 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/toolchainkit/coord/coord"
+
+	"github.com/toolchainkit/coord/internal/etcdtest"
 )
 
 // TestListenURL covers what cannot be run for real in a test: listening
@@ -82,18 +76,10 @@ func cmdFreeport(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) == 0 {
 		ts.Fatalf("usage: freeport VAR...")
 	}
-	// Hold every port until all are chosen, so that no two are the same.
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for _, name := range args {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		ts.Check(err)
-		ls = append(ls, l)
-		ts.Setenv(name, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	ports, err := etcdtest.FreePorts(len(args))
+	ts.Check(err)
+	for i, name := range args {
+		ts.Setenv(name, strconv.Itoa(ports[i]))
 	}
 }
 
@@ -154,50 +140,8 @@ func cmdGencert(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	dir := ts.MkAbs(args[0])
 	ts.Check(os.MkdirAll(dir, 0o700))
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, err := etcdtest.WriteCerts(dir)
 	ts.Check(err)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "coord test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ts.Check(err)
-	ca, err := x509.ParseCertificate(caDER)
-	ts.Check(err)
-	writePEM(ts, filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER)
-	issue := func(name string, serial int64, usage []x509.ExtKeyUsage) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		ts.Check(err)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  usage,
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-			DNSNames:     []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		ts.Check(err)
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		ts.Check(err)
-		writePEM(ts, filepath.Join(dir, name+".pem"), "CERTIFICATE", der)
-		writePEM(ts, filepath.Join(dir, name+"-key.pem"), "PRIVATE KEY", keyDER)
-	}
-	// etcd's gRPC gateway dials the server with the server's certificate.
-	issue("server", 2, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})
-	issue("client", 3, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
-}
-
-func writePEM(ts *testscript.TestScript, path, typ string, der []byte) {
-	ts.Check(os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
 }
 
 func cmdEtcdkv(ts *testscript.TestScript, neg bool, args []string) {

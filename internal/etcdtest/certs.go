@@ -20,7 +20,8 @@ type Certs struct {
 	CA, ServerCert, ServerKey, ClientCert, ClientKey string
 }
 
-// WriteCerts makes a CA and certificates signed by it in dir.
+// WriteCerts makes a CA and certificates signed by it in dir: ca.pem,
+// server.pem, server-key.pem, client.pem, client-key.pem.
 func WriteCerts(dir string) (Certs, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -43,7 +44,8 @@ func WriteCerts(dir string) (Certs, error) {
 	if err := writePEM(c.CA, "CERTIFICATE", caDER); err != nil {
 		return Certs{}, err
 	}
-	c.ServerCert, c.ServerKey, err = leaf(dir, "server", 2, ca, caKey, x509.ExtKeyUsageServerAuth)
+	// etcd's gRPC gateway dials the server with the server's certificate.
+	c.ServerCert, c.ServerKey, err = leaf(dir, "server", 2, ca, caKey, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
 	if err != nil {
 		return Certs{}, err
 	}
@@ -51,7 +53,7 @@ func WriteCerts(dir string) (Certs, error) {
 	return c, err
 }
 
-func leaf(dir, name string, serial int64, ca *x509.Certificate, caKey *ecdsa.PrivateKey, usage x509.ExtKeyUsage) (string, string, error) {
+func leaf(dir, name string, serial int64, ca *x509.Certificate, caKey *ecdsa.PrivateKey, usage ...x509.ExtKeyUsage) (string, string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", "", err
@@ -62,7 +64,7 @@ func leaf(dir, name string, serial int64, ca *x509.Certificate, caKey *ecdsa.Pri
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		ExtKeyUsage:  usage,
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		DNSNames:     []string{"localhost"},
 	}

@@ -32,8 +32,9 @@ type Server struct {
 // Stop stops the server and waits for it.
 func (s *Server) Stop() error { return s.stop() }
 
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct loopback ports that were free a moment ago:
+// each is held until all are chosen.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -63,7 +64,7 @@ func WithTLS(c Certs, clientAuth bool) Option {
 // StartEmbedded starts an embedded etcd with its data in dir, tuned for
 // tests: 10 ms heartbeats, 100 ms elections, no fsync.
 func StartEmbedded(dir string, opts ...Option) (*Server, error) {
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func StartSystem(dir string) (*Server, error) {
 	if bin == "" {
 		return nil, errors.New("no etcd binary on PATH")
 	}
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
