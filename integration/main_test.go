@@ -181,6 +181,8 @@ func worker(role string) error {
 	case "counter":
 	case "inherit":
 		return inheritWorker(os.Getenv(envWorkerDir))
+	case "fenced":
+		return fencedWorker(os.Getenv(envWorkerDir))
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
