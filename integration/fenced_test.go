@@ -147,6 +147,18 @@ func fencedReport(t *testing.T, root string) (writes int, longest time.Duration)
 	if rej := lines(t, filepath.Join(root, "rejected")); len(rej) > 0 {
 		t.Errorf("the fenced store rejected %d writes (token pid time highest): %q", len(rej), rej)
 	}
+	writes, longest = acceptedWrites(t, root)
+	if most := mostInside(t, filepath.Join(root, "inout")); most > 1 {
+		t.Errorf("up to %d processes were inside the critical section at once, want at most 1", most)
+	}
+	return writes, longest
+}
+
+// acceptedWrites counts the writes the fenced store in root accepted,
+// checking that their tokens rose, and returns the longest gap between two
+// of them.
+func acceptedWrites(t *testing.T, root string) (n int, longest time.Duration) {
+	t.Helper()
 	var prevTok, prevTS int64
 	for _, l := range lines(t, filepath.Join(root, "accepted")) {
 		var tok, pid, ts int64
@@ -160,12 +172,9 @@ func fencedReport(t *testing.T, root string) (writes int, longest time.Duration)
 			longest = max(longest, time.Duration(ts-prevTS))
 		}
 		prevTok, prevTS = tok, ts
-		writes++
+		n++
 	}
-	if most := mostInside(t, filepath.Join(root, "inout")); most > 1 {
-		t.Errorf("up to %d processes were inside the critical section at once, want at most 1", most)
-	}
-	return writes, longest
+	return n, longest
 }
 
 // mostInside replays an inout log and returns the most processes that were
