@@ -29,9 +29,13 @@ lint: vet
 bench:
 	./bench/report.sh
 
+# Each fuzz target for FUZZTIME; their seed corpora (testdata/fuzz) also run
+# in every plain `go test`.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFileName$$' -fuzztime $(FUZZTIME) ./filelock
+	$(GO) test -run '^$$' -fuzz '^FuzzNameFromFile$$' -fuzztime $(FUZZTIME) ./filelock
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeader$$' -fuzztime $(FUZZTIME) ./filelock
+	$(GO) test -run '^$$' -fuzz '^FuzzHeaderRoundTrip$$' -fuzztime $(FUZZTIME) ./filelock
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRecord$$' -fuzztime $(FUZZTIME) ./coord
 	$(GO) test -run '^$$' -fuzz '^FuzzEscapeName$$' -fuzztime $(FUZZTIME) ./etcdlock
 

@@ -32,17 +32,7 @@ func FileName(name string) (string, error) {
 	if len(name) > MaxNameLen {
 		return "", fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidName, len(name), MaxNameLen)
 	}
-	var b strings.Builder
-	b.Grow(len(name) + len(fileSuffix))
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if safeByte(c) && !(i == 0 && (c == '.' || reservedOnWindows(name))) {
-			b.WriteByte(c)
-			continue
-		}
-		fmt.Fprintf(&b, "%%%02X", c)
-	}
-	esc := b.String()
+	esc := escape(name)
 	if len(esc)+len(fileSuffix) > maxFileLen {
 		cut := keepLen
 		// Do not cut inside a %XX escape.
@@ -55,6 +45,21 @@ func FileName(name string) (string, error) {
 	return esc + fileSuffix, nil
 }
 
+// escape is FileName's escaped form of name, before any shortening.
+func escape(name string) string {
+	var b strings.Builder
+	b.Grow(len(name) + len(fileSuffix))
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if safeByte(c) && !(i == 0 && (c == '.' || reservedOnWindows(name))) {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "%%%02X", c)
+	}
+	return b.String()
+}
+
 // nameFromFile undoes FileName for display. A shortened name comes back as
 // its kept prefix followed by "…"; ok is false for a file name that FileName
 // cannot have produced.
@@ -63,7 +68,7 @@ func nameFromFile(file string) (name string, ok bool) {
 	if !found || esc == "" {
 		return "", false
 	}
-	esc, _, hashed := strings.Cut(esc, "~")
+	esc, sum, hashed := strings.Cut(esc, "~")
 	var b strings.Builder
 	for i := 0; i < len(esc); i++ {
 		c := esc[i]
@@ -84,10 +89,20 @@ func nameFromFile(file string) (name string, ok bool) {
 		b.WriteByte(v[0])
 		i += 2
 	}
-	if hashed {
-		b.WriteString("…")
+	name = b.String()
+	// Only FileName's own spelling counts: a file planted as "%61.lock"
+	// or "%2f.lock" must not pass for the lock "a" or "/".
+	if !hashed {
+		if f, err := FileName(name); err != nil || f != file {
+			return "", false
+		}
+		return name, true
 	}
-	return b.String(), true
+	if escape(name) != esc || len(esc) < keepLen-2 || len(esc) > keepLen ||
+		len(sum) != 32 || strings.Trim(sum, "0123456789abcdef") != "" {
+		return "", false
+	}
+	return name + "…", true
 }
 
 func safeByte(c byte) bool {

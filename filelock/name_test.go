@@ -1,7 +1,10 @@
 package filelock
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -63,36 +66,134 @@ func checkFileName(t *testing.T, name, f string) {
 	}
 }
 
+// FuzzFileName checks that lock names map to harmless, distinct file names
+// in the lock directory, and that nameFromFile gives the name back.
+// testdata/fuzz/FuzzFileName holds hostile seeds.
 func FuzzFileName(f *testing.F) {
-	for _, s := range []string{"a", "../x", "\x00", "%41", "a~b", strings.Repeat("%", 100), "CON"} {
+	for _, s := range []string{"a", "../x", "\x00", "%41", "a~b", strings.Repeat("%", 100), "CON", ".", "..", "\xff\xfe"} {
 		f.Add(s, s+"x")
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
 		fa, erra := FileName(a)
 		fb, errb := FileName(b)
+		if (a == "" || len(a) > MaxNameLen) != (erra != nil) {
+			t.Fatalf("FileName(%d bytes): %v", len(a), erra)
+		}
 		if erra != nil || errb != nil {
-			if (a == "" || len(a) > MaxNameLen) != (erra != nil) {
-				t.Fatalf("FileName(%q): %v", a, erra)
-			}
 			return
 		}
 		checkFileName(t, a, fa)
+		// The file is one entry of the lock directory, never the directory
+		// itself, its parent or anything below or beside it.
+		if dir := "/locks"; filepath.Dir(filepath.Join(dir, fa)) != dir || strings.IndexByte(fa, 0) >= 0 {
+			t.Fatalf("FileName(%q) = %q escapes the lock directory", a, fa)
+		}
 		if a != b && fa == fb {
 			t.Fatalf("FileName(%q) = FileName(%q) = %q", a, b, fa)
 		}
-		if back, ok := nameFromFile(fa); !ok || (!strings.HasSuffix(back, "…") && back != a) {
-			t.Fatalf("nameFromFile(%q) = %q, %v; want %q", fa, back, ok, a)
+		if a == b && fa != fb {
+			t.Fatalf("FileName(%q) is not deterministic: %q, %q", a, fa, fb)
+		}
+		back, ok := nameFromFile(fa)
+		switch {
+		case !ok:
+			t.Fatalf("nameFromFile(%q) refuses FileName(%q)", fa, a)
+		case strings.Contains(fa, "~"):
+			if kept := strings.TrimSuffix(back, "…"); kept == back || !strings.HasPrefix(a, kept) {
+				t.Fatalf("nameFromFile(%q) = %q; want a prefix of %q and \"…\"", fa, back, a)
+			}
+		case back != a:
+			t.Fatalf("nameFromFile(%q) = %q; want %q", fa, back, a)
 		}
 	})
 }
 
+// FuzzNameFromFile feeds nameFromFile what anyone who can write the lock
+// directory can put there: it must not panic, and it accepts only the file
+// names that FileName produces, so that `coord status` cannot be made to
+// show a planted file as some other lock.
+func FuzzNameFromFile(f *testing.F) {
+	for _, s := range []string{"a.lock", "%61.lock", "%2f.lock", "%2F.lock", ".lock", "%.lock", "%4.lock", "a~.lock", "..lock", "CON.lock", "%43ON.lock"} {
+		f.Add(s)
+	}
+	long, _ := FileName(strings.Repeat("x", 300))
+	f.Add(long)
+	f.Fuzz(func(t *testing.T, file string) {
+		name, ok := nameFromFile(file)
+		if !ok {
+			if name != "" {
+				t.Fatalf("nameFromFile(%q) = %q, false; want no name", file, name)
+			}
+			return
+		}
+		checkFileName(t, name, file)
+		if kept, short := strings.CutSuffix(name, "…"); short && strings.Contains(file, "~") {
+			// A shortened name: FileName of any name with the kept prefix
+			// that is long enough to be shortened starts the same way.
+			esc, _, _ := strings.Cut(file, "~")
+			if got, _ := FileName(kept + strings.Repeat("%", 100)); !strings.HasPrefix(got, esc) {
+				t.Fatalf("nameFromFile(%q) = %q, but names with that prefix map to %q", file, name, got)
+			}
+			return
+		}
+		if got, err := FileName(name); err != nil || got != file {
+			t.Fatalf("nameFromFile(%q) = %q, but FileName(%q) = %q, %v", file, name, name, got, err)
+		}
+	})
+}
+
+// FuzzDecodeHeader feeds decodeHeader the bytes of a lock file, which
+// anyone who can write the lock directory can corrupt: it must not panic,
+// and it returns a record only if length and checksum hold.
+// testdata/fuzz/FuzzDecodeHeader holds truncated headers, huge lengths and
+// bad checksums.
 func FuzzDecodeHeader(f *testing.F) {
 	f.Add(encodeHeader(nil, 7, testTime, []byte(`{"pid":1}`)))
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := decodeHeader(b)
-		if err == nil && h.record != nil && len(h.record) > MaxRecordLen {
-			t.Fatalf("record of %d bytes", len(h.record))
+		if len(b) >= 8 && h.token != binary.LittleEndian.Uint64(b) {
+			t.Fatalf("token %d; want the first 8 bytes, %d", h.token, binary.LittleEndian.Uint64(b))
+		}
+		if err != nil || h.record == nil {
+			if h.record != nil {
+				t.Fatalf("record of %d bytes with error %v", len(h.record), err)
+			}
+			return
+		}
+		if len(h.record) > MaxRecordLen || len(h.record) > len(b)-hdrLen {
+			t.Fatalf("record of %d bytes from %d bytes of header", len(h.record), len(b))
+		}
+		// What was accepted is what encodeHeader writes for it.
+		if again := encodeHeader(nil, h.token, h.since, h.record); !bytes.Equal(again, b[:len(again)]) {
+			t.Fatalf("accepted header %x does not re-encode: %x", b[:len(again)], again)
+		}
+	})
+}
+
+// FuzzHeaderRoundTrip checks that every header encodeHeader writes decodes
+// to what was written, and that a reader who caught it half-written sees
+// no record or an error, never a wrong record.
+func FuzzHeaderRoundTrip(f *testing.F) {
+	f.Add(uint64(1), int64(0), []byte(`{"pid":1}`), 10)
+	f.Add(uint64(1<<63), int64(-1), []byte{}, 0)
+	f.Fuzz(func(t *testing.T, token uint64, since int64, rec []byte, cut int) {
+		if len(rec) > MaxRecordLen {
+			rec = rec[:MaxRecordLen]
+		}
+		b := encodeHeader(nil, token, time.Unix(0, since), rec)
+		h, err := decodeHeader(b)
+		if err != nil || h.token != token {
+			t.Fatalf("decodeHeader(encodeHeader(%d, %d, %q)) = %+v, %v", token, since, rec, h, err)
+		}
+		if len(rec) > 0 && (!bytes.Equal(h.record, rec) || h.since.UnixNano() != since) {
+			t.Fatalf("record %q since %d came back as %q since %d", rec, since, h.record, h.since.UnixNano())
+		}
+		if cut < 0 || cut >= len(b) {
+			return
+		}
+		if h, err := decodeHeader(b[:cut]); err == nil && h.record != nil && !bytes.Equal(h.record, rec) {
+			t.Fatalf("%d of %d bytes decoded to record %q; want none", cut, len(b), h.record)
 		}
 	})
 }
