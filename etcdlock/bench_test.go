@@ -1,8 +1,16 @@
 package etcdlock_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,16 +28,21 @@ func benchConfig(b *testing.B) etcdlock.Config {
 }
 
 func benchMutex(b *testing.B) (*concurrency.Session, func() *concurrency.Mutex) {
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{servers[0].Endpoint}, DialTimeout: 5 * time.Second})
+	return newBenchMutex(b, servers[0].Endpoint, "/bench/"+b.Name()+"/locks/x")
+}
+
+// newBenchMutex returns a session of its own and a maker of mutexes on key.
+func newBenchMutex(tb testing.TB, endpoint, key string) (*concurrency.Session, func() *concurrency.Mutex) {
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	s, err := concurrency.NewSession(c, concurrency.WithTTL(10))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { s.Close(); c.Close() })
-	return s, func() *concurrency.Mutex { return concurrency.NewMutex(s, "/bench/"+b.Name()+"/locks/x") }
+	tb.Cleanup(func() { s.Close(); c.Close() })
+	return s, func() *concurrency.Mutex { return concurrency.NewMutex(s, key) }
 }
 
 func BenchmarkEtcdUncontended_Mutex(b *testing.B) {
@@ -122,5 +135,184 @@ func BenchmarkEtcdHandoff_Locker(b *testing.B) {
 			b.Fatal(err)
 		}
 		return func() { k.Unlock() }
+	})
+}
+
+// Two processes: this test binary re-executed as the waiter (TestBenchPeer),
+// told what to do over a pipe, on the parent's embedded etcd. Times are
+// time.Now().UnixNano(), one clock for both processes on one host.
+
+const (
+	envPeer         = "COORD_BENCH_PEER"          // the peer's mode: "mutex" or "locker"
+	envPeerEndpoint = "COORD_BENCH_PEER_ENDPOINT" // the etcd to lock on
+	envPeerPrefix   = "COORD_BENCH_PEER_PREFIX"   // the key prefix; the lock is "x" under it
+)
+
+// acquirer returns a function that blocks until it holds lock "x" under
+// prefix, the coord way (mode "locker") or with a bare concurrency.Mutex
+// ("mutex"), and returns its release.
+func acquirer(tb testing.TB, mode, endpoint, prefix string) func() func() {
+	ctx := context.Background()
+	switch mode {
+	case "mutex":
+		_, mutex := newBenchMutex(tb, endpoint, prefix+"/locks/x")
+		return func() func() {
+			m := mutex()
+			if err := m.Lock(ctx); err != nil {
+				tb.Fatal(err)
+			}
+			return func() { m.Unlock(ctx) }
+		}
+	case "locker":
+		l, err := etcdlock.New(ctx, etcdlock.Config{Endpoints: []string{endpoint}, Prefix: prefix})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { l.Close() })
+		return func() func() {
+			k, err := l.Lock(ctx, "x", false, true, []byte(`{"host":"bench","pid":2}`))
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return func() { k.Unlock() }
+		}
+	}
+	tb.Fatalf("unknown mode %q", mode)
+	return nil
+}
+
+// TestBenchPeer is the other process of the EtcdHandoffProcess benchmarks;
+// run by them only. For each line on stdin it says "waiting", blocks until
+// it holds the lock, releases it and writes "held <unix ns>" (taken just
+// after the acquire).
+func TestBenchPeer(t *testing.T) {
+	mode := os.Getenv(envPeer)
+	if mode == "" {
+		t.Skip("the waiter process of the EtcdHandoffProcess benchmarks")
+	}
+	acquire := acquirer(t, mode, os.Getenv(envPeerEndpoint), os.Getenv(envPeerPrefix))
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		fmt.Println("waiting")
+		release := acquire()
+		held := time.Now().UnixNano()
+		release()
+		fmt.Println("held", held)
+	}
+}
+
+// etcdHandoffProcess measures, as ns/handoff (median), the time from this
+// process's unlock to a waiter in another process holding the lock; the
+// waiter began its wait a random 0–100 ms before the unlock, so a waiter
+// whose watch is not yet synced counts as it would in a real queue.
+func etcdHandoffProcess(b *testing.B, mode string) {
+	endpoint, prefix := servers[0].Endpoint, "/bench/"+b.Name()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchPeer$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envPeer+"="+mode, envPeerEndpoint+"="+endpoint, envPeerPrefix+"="+prefix)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	out := bufio.NewScanner(stdout)
+	expect := func(word string) string {
+		for out.Scan() {
+			if f := strings.Fields(out.Text()); len(f) > 0 && f[0] == word {
+				return strings.Join(f[1:], " ")
+			}
+		}
+		b.Fatalf("peer: no %q line: %v", word, out.Err())
+		return ""
+	}
+	acquire := acquirer(b, mode, endpoint, prefix)
+	var lat []time.Duration
+	for b.Loop() {
+		release := acquire()
+		fmt.Fprintln(stdin, "go")
+		expect("waiting")
+		time.Sleep(rand.N(100 * time.Millisecond))
+		t0 := time.Now().UnixNano()
+		release()
+		held, err := strconv.ParseInt(expect("held"), 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if held < t0 {
+			b.Fatalf("the peer held the lock %s before it was released", time.Duration(t0-held))
+		}
+		lat = append(lat, time.Duration(held-t0))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "ns/handoff")
+}
+
+func BenchmarkEtcdHandoffProcess_Mutex(b *testing.B)  { etcdHandoffProcess(b, "mutex") }
+func BenchmarkEtcdHandoffProcess_Locker(b *testing.B) { etcdHandoffProcess(b, "locker") }
+
+// throughputClients is how many clients lock and unlock at once, each its
+// own name, in the EtcdThroughput benchmarks.
+const throughputClients = 16
+
+// throughput runs b.N lock+unlock pairs spread over throughputClients
+// goroutines, each with its own client and name (made by newClient), and
+// reports the pairs per second.
+func throughput(b *testing.B, newClient func(i int) func()) {
+	locks := make([]func(), throughputClients)
+	for i := range locks {
+		locks[i] = newClient(i)
+	}
+	var next atomic.Int64
+	b.SetParallelism((throughputClients + 1) / 2) // × GOMAXPROCS goroutines; 16 on this 2-core machine
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		lock := locks[int(next.Add(1)-1)%throughputClients]
+		for pb.Next() {
+			lock()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+func BenchmarkEtcdThroughput_Mutex(b *testing.B) {
+	ctx := context.Background()
+	throughput(b, func(i int) func() {
+		_, mutex := newBenchMutex(b, servers[0].Endpoint, fmt.Sprintf("/bench/%s/locks/x%d", b.Name(), i))
+		return func() {
+			m := mutex()
+			if err := m.Lock(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+			m.Unlock(ctx)
+		}
+	})
+}
+
+func BenchmarkEtcdThroughput_Locker(b *testing.B) {
+	ctx := context.Background()
+	throughput(b, func(i int) func() {
+		l, err := etcdlock.New(ctx, benchConfig(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { l.Close() })
+		name := fmt.Sprintf("x%d", i)
+		return func() {
+			k, err := l.Lock(ctx, name, false, true, []byte(`{"host":"bench","pid":1}`))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			k.Unlock()
+		}
 	})
 }

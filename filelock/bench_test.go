@@ -3,10 +3,15 @@
 package filelock_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,4 +145,146 @@ func mustNew(b *testing.B, dir string) *filelock.Locker {
 	}
 	b.Cleanup(func() { l.Close() })
 	return l
+}
+
+// Two processes: this test binary re-executed as the waiter (TestBenchPeer),
+// told what to do over a pipe. Times are CLOCK_MONOTONIC, which both
+// processes on one host read from the same clock.
+
+const (
+	envPeer     = "COORD_BENCH_PEER"      // the peer's mode: "raw", "gofrs" or "locker"
+	envPeerPath = "COORD_BENCH_PEER_PATH" // the lock file (raw, gofrs) or lock directory (locker)
+)
+
+func monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// acquirer returns a function that blocks until it holds the lock of mode
+// at path and returns its release.
+func acquirer(tb testing.TB, mode, path string) func() func() {
+	switch mode {
+	case "raw":
+		return func() func() {
+			fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+				tb.Fatal(err)
+			}
+			return func() { unix.Flock(fd, unix.LOCK_UN); unix.Close(fd) }
+		}
+	case "gofrs":
+		return func() func() {
+			f := flock.New(path)
+			if _, err := f.TryLockContext(context.Background(), 10*time.Millisecond); err != nil {
+				tb.Fatal(err)
+			}
+			return func() { f.Unlock() }
+		}
+	case "locker":
+		l, err := filelock.New(path)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { l.Close() })
+		return func() func() {
+			k, err := l.Lock(context.Background(), "bench", false, true, benchRecord)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return func() { k.Unlock() }
+		}
+	}
+	tb.Fatalf("unknown mode %q", mode)
+	return nil
+}
+
+// TestBenchPeer is the other process of the HandoffProcess benchmarks; run
+// by them only. For each line on stdin it says "waiting", blocks until it
+// holds the lock, releases it and writes "held <monotonic ns>" (taken
+// just after the acquire).
+func TestBenchPeer(t *testing.T) {
+	mode := os.Getenv(envPeer)
+	if mode == "" {
+		t.Skip("the waiter process of the HandoffProcess benchmarks")
+	}
+	acquire := acquirer(t, mode, os.Getenv(envPeerPath))
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		fmt.Println("waiting")
+		release := acquire()
+		held := monotonic()
+		release()
+		fmt.Println("held", held)
+	}
+}
+
+// handoffProcess measures, as ns/handoff (median), the time from this
+// process's unlock to a waiter in another process holding the lock. The
+// waiter has announced its wait 2 ms before the unlock.
+func handoffProcess(b *testing.B, mode, path string) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchPeer$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envPeer+"="+mode, envPeerPath+"="+path)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	out := bufio.NewScanner(stdout)
+	expect := func(word string) string {
+		for out.Scan() {
+			if f := strings.Fields(out.Text()); len(f) > 0 && f[0] == word {
+				return strings.Join(f[1:], " ")
+			}
+		}
+		b.Fatalf("peer: no %q line: %v", word, out.Err())
+		return ""
+	}
+	acquire := acquirer(b, mode, path)
+	var lat []time.Duration
+	for b.Loop() {
+		release := acquire()
+		fmt.Fprintln(stdin, "go")
+		expect("waiting")
+		time.Sleep(2 * time.Millisecond) // let it block
+		t0 := monotonic()
+		release()
+		held, err := strconv.ParseInt(expect("held"), 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if held < t0 {
+			b.Fatalf("the peer held the lock %s before it was released", time.Duration(t0-held))
+		}
+		lat = append(lat, time.Duration(held-t0))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "ns/handoff")
+}
+
+// Anchor: blocking flock(2) in both processes.
+func BenchmarkHandoffProcess_RawFlock(b *testing.B) {
+	handoffProcess(b, "raw", filepath.Join(b.TempDir(), "raw"))
+}
+
+// Anchor: gofrs/flock TryLockContext polling every 10 ms in both.
+func BenchmarkHandoffProcess_GofrsPolling(b *testing.B) {
+	handoffProcess(b, "gofrs", filepath.Join(b.TempDir(), "gofrs"))
+}
+
+func BenchmarkHandoffProcess_Locker(b *testing.B) {
+	handoffProcess(b, "locker", b.TempDir())
 }

@@ -1,0 +1,447 @@
+//go:build unix
+
+package coord_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gofrs/flock"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/etcdtest"
+)
+
+// Benchmarks of the library as a whole: how fast a committed download
+// releases its waiters, and what held locks and waiters cost in memory.
+// The anchors are what one would write without coord: gofrs/flock on a
+// lock file, a bare concurrency.Mutex on etcd.
+
+// benchEtcd starts an embedded etcd (no fsync) for one benchmark.
+func benchEtcd(b *testing.B) string {
+	s, err := etcdtest.StartEmbedded(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Stop() })
+	return s.Endpoint
+}
+
+// benchManager returns a Manager on the file backend in lockDir, or on the
+// etcd at endpoint when that is set.
+func benchManager(b *testing.B, lockDir, endpoint string) *coord.Manager {
+	cfg := coord.Config{Backend: coord.BackendFile, LockDir: lockDir}
+	if endpoint != "" {
+		cfg = coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{endpoint}, Prefix: "/bench"}
+	}
+	m, err := coord.New(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	return m
+}
+
+// benchMutexes returns n makers of concurrency.Mutex, each on a session
+// (and client) of its own, as n processes would have.
+func benchMutexes(b *testing.B, endpoint string, n int) []func(key string) *concurrency.Mutex {
+	var ms []func(string) *concurrency.Mutex
+	for range n {
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := concurrency.NewSession(c, concurrency.WithTTL(10))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close(); c.Close() })
+		ms = append(ms, func(key string) *concurrency.Mutex { return concurrency.NewMutex(s, key) })
+	}
+	return ms
+}
+
+// benchFanouts are the numbers of waiters of the Fanout benchmarks.
+var benchFanouts = []int{1, 8, 32}
+
+// fanoutSide is one way to download once with waiters.
+type fanoutSide struct {
+	// settle is how long the waiters get to be waiting before the commit.
+	settle time.Duration
+	// download makes the downloader of id (dest is not there yet) and
+	// returns its commit, after which dest is complete, and its release.
+	download func(id, dest string) (commit, release func())
+	// wait is waiter i: it returns once dest is usable.
+	wait func(i int, id, dest string)
+}
+
+// fanout runs, per iteration, one downloader and n waiters of one
+// download and reports the median of the time from the commit's return to
+// the last waiter's return, as ns/spread.
+func fanout(b *testing.B, n int, side fanoutSide) {
+	root := b.TempDir()
+	var spreads []time.Duration
+	iter := 0
+	for b.Loop() {
+		iter++
+		id := fmt.Sprintf("fan%d-%d", n, iter)
+		dest := filepath.Join(root, id)
+		commit, release := side.download(id, dest)
+		ends := make([]time.Time, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { side.wait(i, id, dest); ends[i] = time.Now() })
+		}
+		time.Sleep(side.settle)
+		begin := time.Now()
+		commit()
+		t0 := time.Now()
+		release()
+		wg.Wait()
+		for i, e := range ends {
+			if e.Before(begin) {
+				b.Fatalf("waiter %d returned %s before the commit began", i, begin.Sub(e))
+			}
+		}
+		spreads = append(spreads, slices.MaxFunc(ends, time.Time.Compare).Sub(t0))
+	}
+	slices.Sort(spreads)
+	b.ReportMetric(float64(spreads[len(spreads)/2].Nanoseconds()), "ns/spread")
+}
+
+// coordSide downloads with DownloadCoordinator, one Manager per caller as
+// separate processes would have.
+func coordSide(b *testing.B, n int, endpoint string, settle time.Duration) fanoutSide {
+	locks := b.TempDir()
+	dcs := make([]*coord.DownloadCoordinator, n+1)
+	for i := range dcs {
+		dcs[i] = coord.NewDownloadCoordinator(benchManager(b, locks, endpoint))
+	}
+	ctx := context.Background()
+	return fanoutSide{
+		settle: settle,
+		download: func(id, dest string) (func(), func()) {
+			d, err := dcs[n].Coordinate(ctx, id, dest)
+			if err != nil || !d.ShouldDownload() {
+				b.Fatalf("downloader: ShouldDownload %v, %v", err == nil && d.ShouldDownload(), err)
+			}
+			if err := os.WriteFile(filepath.Join(d.StagingDir(), "bin"), []byte("x"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			return func() {
+				if err := d.Commit(); err != nil {
+					b.Error(err)
+				}
+			}, func() { d.Close() }
+		},
+		wait: func(i int, id, dest string) {
+			d, err := dcs[i].Coordinate(ctx, id, dest)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if d.ShouldDownload() {
+				b.Errorf("waiter %d downloads", i)
+			}
+			d.Close()
+		},
+	}
+}
+
+// naiveCommit publishes dest the way the naive side does: a staging
+// directory with the marker, renamed into place.
+func naiveCommit(b *testing.B, dest string) {
+	staging := dest + ".tmp"
+	if err := os.Mkdir(staging, 0o755); err != nil {
+		b.Error(err)
+		return
+	}
+	os.WriteFile(filepath.Join(staging, "bin"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(staging, coord.MarkerName), nil, 0o644)
+	if err := os.Rename(staging, dest); err != nil {
+		b.Error(err)
+	}
+}
+
+// naiveSide: every waiter takes the lock in turn and re-checks the marker;
+// lock and unlock are given per caller i.
+func naiveSide(b *testing.B, settle time.Duration, lock func(i int, id string) (unlock func())) fanoutSide {
+	return fanoutSide{
+		settle: settle,
+		download: func(id, dest string) (func(), func()) {
+			unlock := lock(-1, id)
+			return func() { naiveCommit(b, dest) }, unlock
+		},
+		wait: func(i int, id, dest string) {
+			if coord.Complete(dest) {
+				return
+			}
+			unlock := lock(i, id)
+			defer unlock()
+			if !coord.Complete(dest) {
+				b.Errorf("waiter %d: no marker after the downloader let go", i)
+			}
+		},
+	}
+}
+
+func BenchmarkFanoutFile_Coord(b *testing.B) {
+	for _, n := range benchFanouts {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			fanout(b, n, coordSide(b, n, "", 50*time.Millisecond))
+		})
+	}
+}
+
+// Anchor: gofrs/flock's blocking Lock, one waiter after the other.
+func BenchmarkFanoutFile_Naive(b *testing.B) {
+	for _, n := range benchFanouts {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			locks := b.TempDir()
+			fanout(b, n, naiveSide(b, 50*time.Millisecond, func(_ int, id string) func() {
+				f := flock.New(filepath.Join(locks, id+".lock"))
+				if err := f.Lock(); err != nil {
+					b.Error(err)
+				}
+				return func() { f.Unlock() }
+			}))
+		})
+	}
+}
+
+// The etcd waiters get 300 ms to settle: longer than the ~100 ms it takes a
+// new watch to be synced, so that the anchor is not slowed by that.
+const benchEtcdSettle = 300 * time.Millisecond
+
+func BenchmarkFanoutEtcd_Coord(b *testing.B) {
+	endpoint := benchEtcd(b)
+	for _, n := range benchFanouts {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			fanout(b, n, coordSide(b, n, endpoint, benchEtcdSettle))
+		})
+	}
+}
+
+// Anchor: a bare concurrency.Mutex per caller, one waiter after the other.
+func BenchmarkFanoutEtcd_Naive(b *testing.B) {
+	endpoint := benchEtcd(b)
+	ctx := context.Background()
+	for _, n := range benchFanouts {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			mutexes := benchMutexes(b, endpoint, n+1)
+			fanout(b, n, naiveSide(b, benchEtcdSettle, func(i int, id string) func() {
+				m := mutexes[i+1]("/naive/locks/" + id)
+				if err := m.Lock(ctx); err != nil {
+					b.Error(err)
+				}
+				return func() { m.Unlock(ctx) }
+			}))
+		})
+	}
+}
+
+// footprint is what the process uses now: live heap after a GC,
+// goroutines and OS threads.
+type footprint struct {
+	heap       uint64
+	goroutines int
+	threads    int
+}
+
+func measure() footprint {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return footprint{heap: ms.HeapAlloc, goroutines: runtime.NumGoroutine(), threads: osThreads()}
+}
+
+// osThreads reads the process's thread count from /proc; 0 elsewhere.
+func osThreads() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// report reports the growth from before to after per unit (n of them).
+func (after footprint) report(b *testing.B, before footprint, n int, unit string) {
+	b.ReportMetric(float64(int64(after.heap)-int64(before.heap))/float64(n), "B/"+unit)
+	b.ReportMetric(float64(after.goroutines-before.goroutines)/float64(n), "goroutines/"+unit)
+	b.ReportMetric(float64(after.threads-before.threads)/float64(n), "threads/"+unit)
+}
+
+// benchHeld is how many locks the HeldLocks benchmarks hold at once.
+const benchHeld = 10000
+
+// heldLocks takes benchHeld distinct locks with take, and reports the
+// heap, goroutines and threads per held lock.
+func heldLocks(b *testing.B, take func(i int) (release func())) {
+	for b.Loop() {
+		release := make([]func(), benchHeld)
+		before := measure()
+		for i := range release {
+			release[i] = take(i)
+		}
+		measure().report(b, before, benchHeld, "lock")
+		for _, r := range release {
+			r()
+		}
+	}
+}
+
+func BenchmarkHeldLocksFile_Coord(b *testing.B) {
+	m := benchManager(b, b.TempDir(), "")
+	ctx := context.Background()
+	heldLocks(b, func(i int) func() {
+		l, err := m.Lock(ctx, "held/"+strconv.Itoa(i), coord.WithTimeout(0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() { l.Unlock() }
+	})
+}
+
+// Anchor: gofrs/flock, one open lock file per lock.
+func BenchmarkHeldLocksFile_GofrsFlock(b *testing.B) {
+	dir := b.TempDir()
+	heldLocks(b, func(i int) func() {
+		f := flock.New(filepath.Join(dir, strconv.Itoa(i)+".lock"))
+		if ok, err := f.TryLock(); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		return func() { f.Unlock() }
+	})
+}
+
+func BenchmarkHeldLocksEtcd_Coord(b *testing.B) {
+	m := benchManager(b, "", benchEtcd(b))
+	ctx := context.Background()
+	heldLocks(b, func(i int) func() {
+		l, err := m.Lock(ctx, "held/"+strconv.Itoa(i), coord.WithTimeout(0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() { l.Unlock() }
+	})
+}
+
+// Anchor: bare concurrency.Mutex, all on one session.
+func BenchmarkHeldLocksEtcd_Mutex(b *testing.B) {
+	mutex := benchMutexes(b, benchEtcd(b), 1)[0]
+	ctx := context.Background()
+	heldLocks(b, func(i int) func() {
+		m := mutex("/held/" + strconv.Itoa(i))
+		if err := m.Lock(ctx); err != nil {
+			b.Fatal(err)
+		}
+		return func() { m.Unlock(ctx) }
+	})
+}
+
+// benchWaiters is how many goroutines of one process wait at once in the
+// Waiters benchmarks.
+const benchWaiters = 100
+
+// waiters holds a lock with hold, starts benchWaiters goroutines that wait
+// for it with wait (which returns once it had the lock, or ctx ended), and
+// reports the heap, goroutines and threads per waiter once they settled.
+func waiters(b *testing.B, settle time.Duration, hold func() (release func()), wait func(ctx context.Context)) {
+	for b.Loop() {
+		base := runtime.NumGoroutine()
+		release := hold()
+		ctx, cancel := context.WithCancel(context.Background())
+		before := measure()
+		var wg sync.WaitGroup
+		for range benchWaiters {
+			wg.Go(func() { wait(ctx) })
+		}
+		time.Sleep(settle)
+		measure().report(b, before, benchWaiters, "waiter")
+		cancel()
+		release()
+		wg.Wait()
+		// A cancelled wait may finish in the background: let it, so that
+		// the next measurement starts clean.
+		for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > base && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// coordWaiters: the waiters share one Manager, as goroutines of one
+// program do; the holder is another Manager.
+func coordWaiters(b *testing.B, settle time.Duration, lockDir, endpoint string) {
+	holder, m := benchManager(b, lockDir, endpoint), benchManager(b, lockDir, endpoint)
+	waiters(b, settle, func() func() {
+		l, err := holder.Lock(context.Background(), "w")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() { l.Unlock() }
+	}, func(ctx context.Context) {
+		if l, err := m.Lock(ctx, "w", coord.WithTimeout(time.Minute)); err == nil {
+			l.Unlock()
+		}
+	})
+}
+
+func BenchmarkWaitersFile_Coord(b *testing.B) {
+	coordWaiters(b, 100*time.Millisecond, b.TempDir(), "")
+}
+
+// Anchor: gofrs/flock's blocking Lock (it cannot be cancelled: each waiter
+// takes the lock in turn once the holder lets go).
+func BenchmarkWaitersFile_GofrsFlock(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "w.lock")
+	waiters(b, 100*time.Millisecond, func() func() {
+		f := flock.New(path)
+		if err := f.Lock(); err != nil {
+			b.Fatal(err)
+		}
+		return func() { f.Unlock() }
+	}, func(context.Context) {
+		f := flock.New(path)
+		if err := f.Lock(); err == nil {
+			f.Unlock()
+		}
+	})
+}
+
+func BenchmarkWaitersEtcd_Coord(b *testing.B) {
+	coordWaiters(b, benchEtcdSettle, "", benchEtcd(b))
+}
+
+// Anchor: bare concurrency.Mutex waiters on one session, one watch each.
+func BenchmarkWaitersEtcd_Mutex(b *testing.B) {
+	mutexes := benchMutexes(b, benchEtcd(b), 2)
+	waiters(b, benchEtcdSettle, func() func() {
+		m := mutexes[0]("/w")
+		if err := m.Lock(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		return func() { m.Unlock(context.Background()) }
+	}, func(ctx context.Context) {
+		m := mutexes[1]("/w")
+		if err := m.Lock(ctx); err == nil {
+			m.Unlock(context.Background())
+		}
+	})
+}
