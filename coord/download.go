@@ -56,7 +56,8 @@ type Download struct {
 //
 // The wait is bounded by opts (WithTimeout), or else ctx's deadline, or else
 // 60s; it ends with a *TimeoutError. Shared() is ignored. On any error
-// nothing is held.
+// nothing is held. A dest that is not complete and is a mount point is
+// refused (ErrInvalidArgument): Commit could not rename anything into it.
 func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, opts ...LockOption) (*Download, error) {
 	name, err := toolchainName(id)
 	if err != nil {
@@ -73,6 +74,10 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	d := &Download{m: c.m, id: id, dest: dest}
 	if Complete(dest) {
 		return d, nil
+	}
+	if mountPoint(dest) {
+		// Refused before anything is downloaded: Commit would fail.
+		return nil, fmt.Errorf("%w: destination %s is a mount point: a download is published by renaming a directory beside it into its place, which a mount point refuses; give a directory inside it", ErrInvalidArgument, dest)
 	}
 	start := time.Now()
 	if o.timeout > 0 {
@@ -219,6 +224,7 @@ func (d *Download) stagingPrefix() string {
 // prepare removes what dead downloaders left beside dest, which only the
 // lock holder may do, and makes a fresh staging directory.
 func (d *Download) prepare() error {
+	d.m.crash("before-staging")
 	parent := filepath.Dir(d.dest)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
@@ -248,6 +254,7 @@ func (d *Download) prepare() error {
 	if err := d.lock.update(func(h *Holder) { h.Dest = d.dest }); err != nil {
 		d.m.log.Warn("holder record not updated", zap.String("id", d.id), zap.Error(err))
 	}
+	d.m.crash("after-staging")
 	return nil
 }
 
@@ -341,6 +348,7 @@ func (d *Download) Commit() error {
 	if err := writeSynced(filepath.Join(d.staging, MarkerName), b); err != nil {
 		return fmt.Errorf("download %q: write marker: %w", d.id, err)
 	}
+	d.m.crash("after-marker")
 	// The toolchain lock is per id: the short lock on dest orders commits
 	// of different ids into one dest.
 	dl, err := d.m.lock(context.Background(), "dest/"+d.dest, false, DefaultLockTimeout)
@@ -366,11 +374,14 @@ func (d *Download) Commit() error {
 	if err := clearDest(d.dest, d.m.log); err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
+	d.m.crash("after-clear")
 	if err := os.Rename(d.staging, d.dest); err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
+	d.m.crash("after-rename")
 	syncDir(filepath.Dir(d.dest))
 	d.committed = true
+	d.m.crash("before-record")
 	if recorded {
 		// Waiters also learn it when the lock is released: a failed
 		// record only costs them that moment.
@@ -378,7 +389,15 @@ func (d *Download) Commit() error {
 			d.m.log.Warn("download committed but not recorded", zap.String("id", d.id), zap.Error(err))
 		}
 	}
+	d.m.crash("after-record")
 	return nil
+}
+
+// crash calls the test hook crashAt, if any, at the named point.
+func (m *Manager) crash(point string) {
+	if m.crashAt != nil {
+		m.crashAt(point)
+	}
 }
 
 // commitTimeout bounds the backend requests of a Commit.

@@ -63,6 +63,7 @@ type Option func(*options)
 type options struct {
 	log     *zap.Logger
 	command []string
+	crashAt func(point string) // tests only: see Manager.crashAt
 }
 
 // WithLogger sets the logger; the default logs nothing.
@@ -79,6 +80,9 @@ type Manager struct {
 	log     *zap.Logger
 	self    Holder // host, pid, command: the static part of our records
 	rec     []byte // self.record(), computed once
+	// crashAt, set only by tests in this package, is called at the named
+	// points of a download so that a test can kill the process there.
+	crashAt func(point string)
 
 	mu     sync.Mutex
 	closed bool
@@ -139,7 +143,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	}
 	host, _ := os.Hostname()
 	self := Holder{Host: host, PID: os.Getpid(), Command: o.command}
-	return &Manager{b: b, lockDir: lockDir, log: o.log, self: self, rec: self.record()}, nil
+	return &Manager{b: b, lockDir: lockDir, log: o.log, self: self, rec: self.record(), crashAt: o.crashAt}, nil
 }
 
 // DefaultLockDir returns ~/.toolchainkit/locks.
