@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/toolchainkit/coord/filelock"
 )
@@ -120,7 +121,10 @@ func fileError(err error) error {
 		return fmt.Errorf("%w: %w", ErrInvalidName, err)
 	case errors.Is(err, filelock.ErrClosed):
 		return ErrClosed
-	case errors.Is(err, filelock.ErrUnsafeFile):
+	case errors.Is(err, filelock.ErrUnsafeFile), errors.As(err, new(*os.PathError)):
+		// A lock file that cannot be opened or written (a read-only or
+		// full file system): the lock directory is unusable, as when New
+		// cannot open it.
 		return fmt.Errorf("%w: file: %w", ErrBackendUnavailable, err)
 	}
 	return err

@@ -56,7 +56,8 @@ type Download struct {
 //
 // The wait is bounded by opts (WithTimeout), or else ctx's deadline, or else
 // 60s; it ends with a *TimeoutError. Shared() is ignored. On any error
-// nothing is held.
+// nothing is held. A dest that is not complete and is a mount point is
+// refused (ErrInvalidArgument): Commit could not rename anything into it.
 func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, opts ...LockOption) (*Download, error) {
 	name, err := toolchainName(id)
 	if err != nil {
@@ -73,6 +74,10 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	d := &Download{m: c.m, id: id, dest: dest}
 	if Complete(dest) {
 		return d, nil
+	}
+	if mountPoint(dest) {
+		// Refused before anything is downloaded: Commit would fail.
+		return nil, fmt.Errorf("%w: destination %s is a mount point: a download is published by renaming a directory beside it into its place, which a mount point refuses; give a directory inside it", ErrInvalidArgument, dest)
 	}
 	start := time.Now()
 	if o.timeout > 0 {

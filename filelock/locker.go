@@ -375,7 +375,7 @@ func (k *Lock) Update(record []byte) error {
 func (k *Lock) write(record []byte) error {
 	k.buf = encodeHeader(k.buf[:0], k.token, k.since, record)
 	if err := k.f.writeAt(k.buf, hdrOff); err != nil {
-		return fmt.Errorf("write holder record: %w", err)
+		return &os.PathError{Op: "write holder record", Path: filepath.Join(k.l.path, k.fname), Err: err}
 	}
 	return nil
 }
