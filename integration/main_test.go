@@ -183,6 +183,10 @@ func worker(role string) error {
 		return inheritWorker(os.Getenv(envWorkerDir))
 	case "fenced":
 		return fencedWorker(os.Getenv(envWorkerDir))
+	case "partition":
+		return partitionWorker(os.Getenv(envWorkerDir))
+	case "pause":
+		return pauseWorker(os.Getenv(envWorkerDir))
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
