@@ -12,7 +12,9 @@ package integration_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -380,4 +382,143 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// 5. A lock directory on a network-like file system: coord warns that file
+// locks there may exclude this host only. The file system is a FUSE mount
+// served by this test (a directory that stays empty), which statfs reports
+// as FUSE, as it would sshfs or a FUSE NFS client; NFS and SMB themselves
+// are told apart by the same statfs check (filelock's TestNetworkFS).
+func TestFSNetworkLockDir(t *testing.T) {
+	w := newWorld(t, fileBackend())
+	mountFuse(t, w.dir)
+	code, out := w.runCoord("--log-level", "warn", "status")
+	if code != 0 || !strings.Contains(out, "network file system") || !strings.Contains(out, `"fs": "fuse"`) {
+		t.Errorf("coord status with the lock dir on FUSE: exit %d; want 0 and a warning naming the fuse file system:\n%s", code, out)
+	}
+	// And none on a local file system.
+	w2 := newWorld(t, fileBackend())
+	if code, out := w2.runCoord("status"); code != 0 || strings.Contains(out, "network file system") {
+		t.Errorf("coord status with a local lock dir: exit %d; want 0 and no warning:\n%s", code, out)
+	}
+}
+
+// mountFuse mounts at dir an empty, writable-looking directory served by
+// a FUSE server in this process, which answers only what opening, checking
+// and listing a lock directory asks (INIT, GETATTR, ACCESS, OPENDIR,
+// READDIR, STATFS, RELEASEDIR) and refuses the rest. It is unmounted when
+// the test ends; the test skips where FUSE cannot be mounted.
+func mountFuse(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Skipf("no FUSE here: %v", err)
+	}
+	opts := fmt.Sprintf("fd=%d,rootmode=40755,user_id=0,group_id=0,allow_other", fd)
+	if err := syscall.Mount("coordtest", dir, "fuse.coordtest", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		syscall.Close(fd)
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENODEV) {
+			t.Skipf("mounting FUSE is not permitted here: %v", err)
+		}
+		t.Fatalf("mount fuse at %s: %v", dir, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serveFuse(fd)
+	}()
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+		syscall.Close(fd) // ends the server's read
+		<-done
+	})
+}
+
+// FUSE opcodes and sizes (linux/fuse.h) that serveFuse needs.
+const (
+	fuseLookup       = 1
+	fuseForget       = 2
+	fuseGetattr      = 3
+	fuseStatfs       = 17
+	fuseInit         = 26
+	fuseOpendir      = 27
+	fuseReaddir      = 28
+	fuseReleasedir   = 29
+	fuseAccess       = 34
+	fuseInterrupt    = 36
+	fuseDestroy      = 38
+	fuseBatchForget  = 42
+	fuseInHeaderSize = 40
+)
+
+// serveFuse answers requests on fd until it is closed or unmounted.
+func serveFuse(fd int) {
+	buf := make([]byte, 1<<17+4096)
+	le := binary.LittleEndian
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err == syscall.EINTR || err == syscall.ENOENT { // ENOENT: an interrupted request
+			continue
+		}
+		if err != nil || n < fuseInHeaderSize {
+			return // ENODEV once unmounted, EBADF once closed
+		}
+		op, unique := le.Uint32(buf[4:]), le.Uint64(buf[8:])
+		var body []byte
+		errno := int32(0)
+		switch op {
+		case fuseForget, fuseBatchForget, fuseInterrupt:
+			continue // no reply
+		case fuseInit: // fuse_init_out; flags 0: flock stays with the kernel
+			body = make([]byte, 64)
+			le.PutUint32(body[0:], 7)     // major
+			le.PutUint32(body[4:], 31)    // minor
+			le.PutUint16(body[16:], 1)    // max_background
+			le.PutUint16(body[18:], 1)    // congestion_threshold
+			le.PutUint32(body[20:], 4096) // max_write
+			le.PutUint32(body[24:], 1)    // time_gran
+			le.PutUint16(body[28:], 1)    // max_pages
+		case fuseGetattr: // fuse_attr_out: the root, a directory
+			body = make([]byte, 104)
+			attr := body[16:]
+			le.PutUint64(attr[0:], 1)        // ino
+			le.PutUint32(attr[60:], 0o40755) // mode
+			le.PutUint32(attr[64:], 2)       // nlink
+			le.PutUint32(attr[80:], 4096)    // blksize
+		case fuseStatfs: // fuse_statfs_out
+			body = make([]byte, 80)
+			le.PutUint64(body[0:], 1000)  // blocks
+			le.PutUint64(body[8:], 1000)  // bfree
+			le.PutUint64(body[16:], 1000) // bavail
+			le.PutUint32(body[40:], 4096) // bsize
+			le.PutUint32(body[44:], 255)  // namelen
+			le.PutUint32(body[48:], 4096) // frsize
+		case fuseOpendir:
+			body = make([]byte, 16)
+		case fuseReaddir, fuseReleasedir, fuseAccess, fuseDestroy:
+			// READDIR with no entries: the end of an empty directory.
+		default:
+			errno = -int32(syscall.ENOSYS)
+			if op == fuseLookup { // nothing in here
+				errno = -int32(syscall.ENOENT)
+			}
+		}
+		out := make([]byte, 16+len(body))
+		le.PutUint32(out[0:], uint32(len(out)))
+		le.PutUint32(out[4:], uint32(errno))
+		le.PutUint64(out[8:], unique)
+		copy(out[16:], body)
+		if _, err := syscall.Write(fd, out); err != nil && err != syscall.ENOENT {
+			return
+		}
+		if op == fuseDestroy {
+			return
+		}
+	}
 }
