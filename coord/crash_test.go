@@ -63,15 +63,18 @@ func committedAt(point string) bool {
 // crash worker".
 const envCrashWorker = "COORD_TEST_CRASH_WORKER"
 
-// crashTTL is the workers' etcd lease: a killed downloader's locks go
-// after at most this long.
-const crashTTL = 2 * time.Second
+// The workers' etcd leases: a killed downloader's locks go after at most
+// crashTTL. The callers that survive it get more: at the minimum TTL of 2s
+// a lease is given up as lost if its first keep-alive takes over 1/3 s,
+// which happens on two loaded cores.
+const crashTTL, callerTTL = 2 * time.Second, 3 * time.Second
 
 // crashSpec is what a worker does.
 type crashSpec struct {
 	LockDir  string        // file backend's lock directory
 	Endpoint string        // etcd client URL; "" for the file backend
 	Prefix   string        // etcd key prefix
+	TTL      time.Duration // etcd lease TTL
 	ID, Dest string        // the download
 	Label    string        // names this worker's bytes
 	At       string        // the point to die at; "" runs to the end
@@ -129,7 +132,7 @@ func TestDownloadCrashWorker(t *testing.T) {
 	}
 	cfg := coord.Config{Backend: coord.BackendFile, LockDir: s.LockDir}
 	if s.Endpoint != "" {
-		cfg = coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{s.Endpoint}, Prefix: s.Prefix, TTL: crashTTL}
+		cfg = coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{s.Endpoint}, Prefix: s.Prefix, TTL: s.TTL}
 	}
 	ctx := context.Background()
 	m, err := coord.New(ctx, cfg, coord.WithCrashHook(hook))
@@ -342,7 +345,7 @@ func TestCrashDownloadRandom(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			var wg sync.WaitGroup
 			for i := range 4 {
-				after := time.Duration(rnd.Int64N(int64(500 * time.Millisecond)))
+				after := time.Duration(rnd.Int64N(int64(400 * time.Millisecond)))
 				incomplete := i%2 == 1
 				name := fmt.Sprintf("kill-after-%s", after.Round(time.Millisecond))
 				if incomplete {
@@ -390,7 +393,11 @@ func newCrashRun(t *testing.T, be crashBackend, incomplete bool) *crashRun {
 }
 
 func (r *crashRun) spec(label string) crashSpec {
-	return crashSpec{LockDir: r.lockDir, Endpoint: r.be.endpoint, Prefix: r.prefix, ID: r.id, Dest: r.dest, Label: label}
+	ttl := callerTTL
+	if label == "A" {
+		ttl = crashTTL // the downloader, killed
+	}
+	return crashSpec{LockDir: r.lockDir, Endpoint: r.be.endpoint, Prefix: r.prefix, TTL: ttl, ID: r.id, Dest: r.dest, Label: label}
 }
 
 // manager is one in the test process, to look at the locks.
