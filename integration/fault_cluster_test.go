@@ -27,13 +27,15 @@ import (
 // holder's lease outlives it) are logged for the README's guarantees.
 
 // clusterResumeBound bounds the longest gap between two accepted writes
-// around a member's death. The slowest path back is a holder whose release
-// could not reach etcd and whose session is given up: its key goes only
-// with its lease, which the new leader renews on election (etcd #9395),
-// so it lives up to TTL + an election timeout + the server's 0.5 s expiry
-// scan after the fault. Measured: 0.x s typical. 2×TTL leaves a loaded
-// 2-core machine a full TTL of slack, and still fails a lock that stays
-// stuck until someone's TTL runs out twice.
+// from a member's death on. Measured here: 0.1–0.25 s when the leader
+// dies, except 2.8–2.9 s when the holder's release was a proposal lost
+// with the leader (the delete times out after the 2 s cleanup bound; the
+// keep-alive loop deletes the key on its next success, ≤ TTL/3 later); a
+// dead follower costs under 0.12 s. Slower still, a holder whose session
+// is given up leaves its key to its lease, which a new leader renews when
+// elected (etcd #9395): TTL + an election + the server's 0.5 s expiry scan,
+// about 3.6 s. 2×TTL covers that with the slack a loaded 2-core machine
+// needs, and still fails a lock stuck until a TTL runs out twice.
 const clusterResumeBound = 2 * etcdTTL
 
 // startCluster starts an n-member cluster of the installed etcd for t,
@@ -53,14 +55,15 @@ func startCluster(t *testing.T, n int) *etcdtest.Cluster {
 		if t.Failed() {
 			for i := range n {
 				b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("m%d.log", i)))
-				t.Logf("etcd member m%d log (last 2000 bytes):\n%s", i, tail(b, 2000))
+				t.Logf("etcd member m%d log (last 2000 bytes):\n%s", i, logTail(b, 2000))
 			}
 		}
 	})
 	return c
 }
 
-func tail(b []byte, n int) []byte {
+// logTail is the last n bytes of b.
+func logTail(b []byte, n int) []byte {
 	if len(b) > n {
 		return b[len(b)-n:]
 	}
@@ -73,9 +76,9 @@ func clusterWorld(t *testing.T, c *etcdtest.Cluster) *world {
 	return newWorld(t, &backend{name: "etcd-cluster", endpoint: strings.Join(c.Endpoints(), ",")})
 }
 
-// leader returns the index of c's leader, failing t if there is none
+// clusterLeader returns the index of c's leader, failing t if there is none
 // within 10 s.
-func leader(t *testing.T, c *etcdtest.Cluster) int {
+func clusterLeader(t *testing.T, c *etcdtest.Cluster) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -200,12 +203,12 @@ func TestClusterLeaderKilled(t *testing.T) {
 	w := clusterWorld(t, c)
 	r := startFenced(w, slices.Repeat([][]string{c.Endpoints()}, 4), 20)
 	time.Sleep(time.Second) // a steady state, to compare with
-	old := leader(t, c)
+	old := clusterLeader(t, c)
 	at := time.Now()
 	if err := c.Kill(old); err != nil {
 		t.Fatal(err)
 	}
-	nu := leader(t, c)
+	nu := clusterLeader(t, c)
 	elected := time.Since(at)
 	if nu == old {
 		t.Fatalf("member %d is still the leader after it was killed", old)
@@ -218,13 +221,15 @@ func TestClusterLeaderKilled(t *testing.T) {
 
 // b. A follower that every client is connected to is SIGKILLed: each of
 // the four processes has it and one other member as its endpoints, so
-// about half its requests and streams (lease keep-alives, watches: gRPC
-// round-robins each new call or stream over the connected members) go to
-// it. Same guarantees as when the leader dies.
+// about half its calls go to it (gRPC round-robins each new call or
+// stream over the members it is connected to). What lives on a connection
+// are watch streams, one per waiting client (coord's keep-alives are
+// one-shot streams): the member is killed while it serves at least one.
+// Same guarantees as when the leader dies.
 func TestClusterConnectedMemberKilled(t *testing.T) {
 	c := startCluster(t, 3)
 	w := clusterWorld(t, c)
-	l := leader(t, c)
+	l := clusterLeader(t, c)
 	f, o := (l+1)%3, (l+2)%3
 	eps := [][]string{
 		{c.Endpoint(f), c.Endpoint(l)}, {c.Endpoint(f), c.Endpoint(l)},
@@ -232,34 +237,43 @@ func TestClusterConnectedMemberKilled(t *testing.T) {
 	}
 	r := startFenced(w, eps, 20)
 	time.Sleep(time.Second)
-	// The clients do use the member: it served keep-alives, watches and
-	// lock transactions (nobody else talks to this cluster).
-	m := metrics(t, c.Endpoint(f))
-	served := map[string]float64{
-		"keep-alive streams": m[`grpc_server_started_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"}`],
-		"watch streams":      m[`grpc_server_started_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"}`],
-		"transactions":       m[`grpc_server_started_total{grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"}`],
-	}
-	for what, n := range served {
-		if n == 0 {
-			t.Errorf("follower m%d served no %s before it was killed: the clients do not use it", f, what)
+	// Kill it while a waiter's watch stream is open on it (nobody else
+	// talks to this cluster).
+	var m map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if m = memberMetrics(t, c.Endpoint(f)); m[watchStreams] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("follower m%d had no watch stream open for 10 s: the clients do not use it", f)
 		}
 	}
-	open := m["etcd_debugging_mvcc_watch_stream_total"]
 	at := time.Now()
 	if err := c.Kill(f); err != nil {
 		t.Fatal(err)
 	}
+	served := map[string]float64{
+		"keep-alives":   m[`grpc_server_started_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"}`],
+		"watch streams": m[`grpc_server_started_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"}`],
+		"transactions":  m[`grpc_server_started_total{grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"}`],
+	}
+	if served["transactions"] == 0 {
+		t.Errorf("follower m%d served no transactions before it was killed: the clients do not use it", f)
+	}
 	r.waitWrites(at, 30, 20*time.Second)
 	r.stop()
-	t.Logf("follower m%d killed (leader m%d, now m%d); before, it had served %v keep-alive streams, %v watch streams, %v transactions; %v watch streams open on it just before",
-		f, l, leader(t, c), served["keep-alive streams"], served["watch streams"], served["transactions"], open)
+	t.Logf("follower m%d killed (leader m%d, now m%d) with %v watch streams open on it; before, it had served %v keep-alives, %v watch streams, %v transactions",
+		f, l, clusterLeader(t, c), m[watchStreams], served["keep-alives"], served["watch streams"], served["transactions"])
 	r.report("connected follower killed", at)
 }
 
-// metrics returns the samples of an etcd member's /metrics, by name with
+// watchStreams is the metric of an etcd member that counts the watch
+// streams open on it.
+const watchStreams = "etcd_debugging_mvcc_watch_stream_total"
+
+// memberMetrics returns the samples of an etcd member's /metrics, by name with
 // labels as written.
-func metrics(t *testing.T, endpoint string) map[string]float64 {
+func memberMetrics(t *testing.T, endpoint string) map[string]float64 {
 	t.Helper()
 	hc := &http.Client{Timeout: 5 * time.Second}
 	resp, err := hc.Get(endpoint + "/metrics")
@@ -287,11 +301,20 @@ func metrics(t *testing.T, endpoint string) map[string]float64 {
 // c. A dead holder's lock and a leader change (etcd #9395). A `coord lock`
 // holding a lock with TTL 3 s is SIGKILLed, then at once the leader; a
 // second `coord lock`, waiting, is granted the lock only when the dead
-// holder's lease expires. The new leader renews every lease when it is
+// holder's lease expires. A new leader renews every lease when it is
 // elected (etcd 3.4 keeps no remaining TTL), so the lease outlives its
 // TTL counted from the kill. Measured from the holder's kill to the
 // waiter's command running, over several trials, and without a leader
 // change for comparison.
+//
+// Bounds. Without an election the lease expires at most TTL after the
+// kill (its last keep-alive came before), plus the server's 0.5 s expiry
+// scan. The first election renews it to TTL from when the new leader took
+// over. Any further election (a loaded 2-core machine misses 10 ms
+// heartbeats; seen in 2 of 50 trials, granted at 6.0 and 6.8 s) may come
+// just before expiry and renew it once more. Each bound adds 1.5 s for a
+// loaded machine; measured, the grant came at most 0.25 s after the
+// expiry so computed.
 func TestClusterLeaseLeaderChange(t *testing.T) {
 	const trials = 5
 	c := startCluster(t, 3)
@@ -299,8 +322,10 @@ func TestClusterLeaseLeaderChange(t *testing.T) {
 	// A holder with keep-alives every TTL/3 and Lost at TTL − 1 s has its
 	// lease for at least 1 s after any moment it still held the lock.
 	const floor = time.Second
+	const slack = 1500 * time.Millisecond
+	const scan = 500 * time.Millisecond
 
-	var baseline []time.Duration
+	var baseline, changed []leaseResult
 	t.Run("baseline", func(t *testing.T) {
 		// The trials run side by side on locks of their own: the kills
 		// fall at independent points of each holder's keep-alive cycle.
@@ -311,41 +336,51 @@ func TestClusterLeaseLeaderChange(t *testing.T) {
 		for _, p := range ps {
 			p.waitHeld()
 		}
+		seen := memberMetrics(t, c.Endpoint(0))[leaderChanges]
 		for _, p := range ps {
 			time.Sleep(rand.N(etcdTTL / 3 / trials))
 			p.killHolder(nil)
 		}
 		for _, p := range ps {
 			p.waitGrant()
-			baseline = append(baseline, p.recovery())
 		}
-		checkRecoveries(t, "holder killed, no leader change", baseline, floor, etcdTTL+time.Second+500*time.Millisecond)
+		n := int(memberMetrics(t, c.Endpoint(0))[leaderChanges] - seen)
+		for _, p := range ps {
+			baseline = append(baseline, leaseResult{took: p.recovery(), elections: n,
+				lo: floor, hi: etcdTTL + scan + slack + time.Duration(n)*(etcdTTL+scan+slack)})
+		}
+		checkRecoveries(t, "holder killed, no leader change", baseline)
 	})
 
-	var changed []time.Duration
 	t.Run("leader-killed", func(t *testing.T) {
 		for i := range trials {
 			p := newLeaseTrial(t, w, fmt.Sprintf("lead%d", i))
 			p.waitHeld()
 			// Somewhere in the holder's keep-alive cycle.
 			time.Sleep(rand.N(etcdTTL / 3))
-			old := leader(t, c)
+			old := clusterLeader(t, c)
 			// A member that stays up counts the elections of the trial.
 			up := c.Endpoint((old + 1) % c.Len())
-			seen := metrics(t, up)[leaderChanges]
+			seen := memberMetrics(t, up)[leaderChanges]
+			var elected time.Duration
+			var nu int
 			p.killHolder(func() {
 				if err := c.Kill(old); err != nil {
 					t.Fatal(err)
 				}
+				nu = clusterLeader(t, c)
+				elected = time.Since(p.killed)
 			})
-			p.waitGrant()
-			changed = append(changed, p.recovery())
-			nu := leader(t, c)
 			if nu == old {
 				t.Fatalf("trial %d: m%d still leads after it was killed", i, old)
 			}
-			t.Logf("trial %d: leader m%d killed, m%d elected; %v leader changes seen; granted %s after the holder's kill",
-				i, old, nu, metrics(t, up)[leaderChanges]-seen, changed[i].Round(time.Millisecond))
+			p.waitGrant()
+			n := int(memberMetrics(t, up)[leaderChanges] - seen)
+			r := leaseResult{took: p.recovery(), elections: n,
+				lo: etcdTTL, hi: elected + etcdTTL + scan + slack + time.Duration(max(n-1, 0))*(etcdTTL+scan+slack)}
+			changed = append(changed, r)
+			t.Logf("trial %d: leader m%d killed, m%d seen leading %s after the holder's kill; %d leader changes in all; granted %s after the holder's kill",
+				i, old, nu, elected.Round(time.Millisecond), n, r.took.Round(time.Millisecond))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			err := c.Restart(ctx, old)
 			cancel()
@@ -353,14 +388,20 @@ func TestClusterLeaseLeaderChange(t *testing.T) {
 				t.Fatalf("trial %d: restart m%d: %v", i, old, err)
 			}
 		}
-		// Renewed by the new leader, the lease outlives its TTL from the
-		// kill; 2×TTL bounds it with the slack of a loaded machine.
-		checkRecoveries(t, "holder killed, then the leader", changed, etcdTTL, 2*etcdTTL+time.Second)
+		checkRecoveries(t, "holder killed, then the leader", changed)
 	})
 	if len(baseline) == trials && len(changed) == trials {
-		t.Logf("lease survival with TTL %s (holder SIGKILL → next grant), %d trials each: no leader change %s; leader killed right after %s",
-			etcdTTL, trials, summary(baseline), summary(changed))
+		t.Logf("LEASE SURVIVAL, TTL %s, holder SIGKILL → next holder granted, %d trials each: no leader change: %s; leader killed right after the holder: %s",
+			etcdTTL, trials, minMedianWorst(baseline), minMedianWorst(changed))
 	}
+}
+
+// leaseResult is one trial's time from a holder's kill to the next grant,
+// the leader changes during it and the bounds it must be within.
+type leaseResult struct {
+	took      time.Duration
+	elections int
+	lo, hi    time.Duration
 }
 
 // leaderChanges is the metric of an etcd member that counts the leader
@@ -421,33 +462,34 @@ func (p *leaseTrial) recovery() time.Duration {
 	return nanos(p.t, p.w.path(p.name+".granted")).Sub(p.killed)
 }
 
-// checkRecoveries logs the recovery times ds and fails t if any is below
-// lo (the lock was granted while the dead holder's lease may have lived)
-// or above hi.
-func checkRecoveries(t *testing.T, what string, ds []time.Duration, lo, hi time.Duration) {
+// checkRecoveries logs the trials' recovery times and fails t if any is
+// below its lo (granted while the dead holder's lease may have lived) or
+// above its hi.
+func checkRecoveries(t *testing.T, what string, rs []leaseResult) {
 	t.Helper()
-	t.Logf("%s: %d trials, holder kill → grant: %s (each %v); want within [%s, %s]", what, len(ds), summary(ds), rounded(ds), lo, hi)
-	for i, d := range ds {
-		if d < lo || d > hi {
-			t.Errorf("%s: trial %d: granted %s after the holder's kill, want within [%s, %s]", what, i, d.Round(time.Millisecond), lo, hi)
+	t.Logf("%s: %d trials, holder kill → grant: %s", what, len(rs), minMedianWorst(rs))
+	for i, r := range rs {
+		t.Logf("  trial %d: %s, %d leader changes, want within [%s, %s]", i, r.took.Round(time.Millisecond), r.elections, r.lo, r.hi.Round(time.Millisecond))
+		if r.took < r.lo || r.took > r.hi {
+			t.Errorf("%s: trial %d: granted %s after the holder's kill (%d leader changes), want within [%s, %s]",
+				what, i, r.took.Round(time.Millisecond), r.elections, r.lo, r.hi.Round(time.Millisecond))
 		}
 	}
 }
 
-// summary is "min X, median Y, worst Z".
-func summary(ds []time.Duration) string {
-	s := slices.Clone(ds)
-	slices.Sort(s)
+// minMedianWorst is "min X, median Y, worst Z" of the trials' times, and
+// the leader changes each saw.
+func minMedianWorst(rs []leaseResult) string {
+	var s []time.Duration
+	var changes []int
+	for _, r := range rs {
+		s = append(s, r.took)
+		changes = append(changes, r.elections)
+	}
 	if len(s) == 0 {
 		return "no trials"
 	}
-	return fmt.Sprintf("min %s, median %s, worst %s", s[0].Round(time.Millisecond), s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
-}
-
-func rounded(ds []time.Duration) []time.Duration {
-	r := make([]time.Duration, len(ds))
-	for i, d := range ds {
-		r[i] = d.Round(time.Millisecond)
-	}
-	return r
+	slices.Sort(s)
+	return fmt.Sprintf("min %s, median %s, worst %s (leader changes per trial: %v)",
+		s[0].Round(time.Millisecond), s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), changes)
 }
