@@ -414,6 +414,9 @@ func (r *crashRun) manager(t *testing.T) *coord.Manager {
 	return m
 }
 
+// crashAtPoint pauses downloader A at c.point, checks the state there,
+// starts caller B (a waiter, unless dest is complete), lets A SIGKILL
+// itself, starts caller C and checks what B and C leave.
 func crashAtPoint(t *testing.T, be crashBackend, c crashCase) {
 	r := newCrashRun(t, be, c.incomplete)
 	spec := r.spec("A")
@@ -470,6 +473,8 @@ func crashAtPoint(t *testing.T, be crashBackend, c crashCase) {
 	r.checkAfter(t, held, killed, committedAt(c.point), committedAt(c.point), c.incomplete, b, cw)
 }
 
+// crashRandomly starts a slow downloader A, then caller B, SIGKILLs A
+// after a pause of after, starts caller C and checks what B and C leave.
 func crashRandomly(t *testing.T, be crashBackend, after time.Duration, incomplete bool) {
 	r := newCrashRun(t, be, incomplete)
 	spec := r.spec("A")
