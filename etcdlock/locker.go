@@ -247,13 +247,15 @@ func ctxErr(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// keepAlive renews the lease every TTL/3 and closes lost when the lease is
-// gone or may be. The lease's expiry is counted from when the last
+// keepAlive renews the lease three times within each span the lease is
+// trusted for (TTL − margin), so that two slow or lost keep-alives in a row
+// still leave a third chance, and closes lost when the lease is gone or may
+// be. The lease's expiry is counted from when the last
 // successful request was sent, not from when its answer came: the server
 // renewed it in between. Only this goroutine knows it.
 func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 	defer l.wg.Done()
-	every := l.ttl / 3
+	every := (l.ttl - l.margin) / 3
 	next := every
 	for {
 		lostAt := expiry.Add(-l.margin)
@@ -292,7 +294,7 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 			return
 		default:
 			l.log.Info("etcd keep-alive failed; retrying", zap.Error(err))
-			next = 500 * time.Millisecond
+			next = min(every, 500*time.Millisecond)
 		}
 	}
 }
