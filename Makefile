@@ -28,7 +28,7 @@ lint: vet
 
 # Benchmarks beside their anchors (installing the anchors when missing);
 # writes BENCHMARKS.md. BENCH_COUNT=N runs each timing benchmark N times
-# (default 3); about 5 minutes on a 2-core machine.
+# (default 3); about 2.5 minutes on a 2-core machine (builds included).
 bench:
 	./bench/report.sh
 
