@@ -163,26 +163,24 @@ func (r *fencedRun) stop() {
 // those that end after it (the resume gap). It logs them with the
 // workers' errors and fails t if the resume gap reaches
 // clusterResumeBound.
-func (r *fencedRun) report(what string, at time.Time) (resume time.Duration) {
+func (r *fencedRun) report(what string, at time.Time) {
 	t := r.w.t
 	t.Helper()
 	writes, longest := fencedReport(t, r.w.root)
 	ts := r.acceptedTimes()
-	var before time.Duration
+	var before, resume time.Duration
 	after := 0
 	for i := 1; i < len(ts); i++ {
 		gap := ts[i].Sub(ts[i-1])
 		if ts[i].After(at) {
 			resume = max(resume, gap)
+			after++
 		} else {
 			before = max(before, gap)
 		}
-		if ts[i].After(at) {
-			after++
-		}
 	}
 	errs := lines(t, r.w.path("errors"))
-	t.Logf("%s: %d writes accepted (%d after the fault), all in token order; longest gap between writes: %s before the fault, %s from the fault on (resume gap; bound %s); longest overall %s; %d worker errors",
+	t.Logf("%s: %d writes accepted (%d after the fault); longest gap between writes: %s before the fault, %s from the fault on (resume gap; bound %s); longest overall %s; %d worker errors",
 		what, writes, after, before.Round(time.Millisecond), resume.Round(time.Millisecond), clusterResumeBound, longest.Round(time.Millisecond), len(errs))
 	for _, e := range errs[:min(len(errs), 10)] {
 		t.Logf("  worker error: %s", e)
@@ -190,7 +188,6 @@ func (r *fencedRun) report(what string, at time.Time) (resume time.Duration) {
 	if resume >= clusterResumeBound {
 		t.Errorf("%s: the lock stalled %s around the fault, want < %s", what, resume.Round(time.Millisecond), clusterResumeBound)
 	}
-	return resume
 }
 
 // a. The leader of a 3-member cluster is SIGKILLed while four processes
@@ -208,11 +205,8 @@ func TestClusterLeaderKilled(t *testing.T) {
 	if err := c.Kill(old); err != nil {
 		t.Fatal(err)
 	}
-	nu := clusterLeader(t, c)
+	nu := clusterLeader(t, c) // among the living: fails if none leads within 10 s
 	elected := time.Since(at)
-	if nu == old {
-		t.Fatalf("member %d is still the leader after it was killed", old)
-	}
 	r.waitWrites(at, 30, 20*time.Second)
 	r.stop()
 	t.Logf("leader m%d killed; m%d elected, seen %s later", old, nu, elected.Round(time.Millisecond))
@@ -311,10 +305,11 @@ func memberMetrics(t *testing.T, endpoint string) map[string]float64 {
 // kill (its last keep-alive came before), plus the server's 0.5 s expiry
 // scan. The first election renews it to TTL from when the new leader took
 // over. Any further election (a loaded 2-core machine misses 10 ms
-// heartbeats; seen in 2 of 50 trials, granted at 6.0 and 6.8 s) may come
-// just before expiry and renew it once more. Each bound adds 1.5 s for a
-// loaded machine; measured, the grant came at most 0.25 s after the
-// expiry so computed.
+// heartbeats; seen in 3 of 65 trials, granted at 3.6, 6.0 and 6.8 s) may
+// come just before expiry and renew it once more. Each bound adds 2 s for
+// a loaded machine: measured, the grant came up to 0.8 s after the expiry
+// so computed (the waiter's own watch may have been on the dead leader),
+// and a renewal no election explains still fails the bound.
 func TestClusterLeaseLeaderChange(t *testing.T) {
 	const trials = 5
 	c := startCluster(t, 3)
@@ -322,7 +317,7 @@ func TestClusterLeaseLeaderChange(t *testing.T) {
 	// A holder with keep-alives every TTL/3 and Lost at TTL − 1 s has its
 	// lease for at least 1 s after any moment it still held the lock.
 	const floor = time.Second
-	const slack = 1500 * time.Millisecond
+	const slack = 2 * time.Second
 	const scan = 500 * time.Millisecond
 
 	var baseline, changed []leaseResult
@@ -371,9 +366,6 @@ func TestClusterLeaseLeaderChange(t *testing.T) {
 				nu = clusterLeader(t, c)
 				elected = time.Since(p.killed)
 			})
-			if nu == old {
-				t.Fatalf("trial %d: m%d still leads after it was killed", i, old)
-			}
 			p.waitGrant()
 			n := int(memberMetrics(t, up)[leaderChanges] - seen)
 			r := leaseResult{took: p.recovery(), elections: n,
