@@ -815,7 +815,11 @@ func (l *Locker) List(ctx context.Context) ([]Info, error) {
 	}
 	out := make([]Info, 0, len(byName))
 	for seg, kvs := range byName {
-		out = append(out, info(unescapeName(seg), root+seg+"/", kvs))
+		name, ok := unescapeName(seg)
+		if !ok {
+			name = seg // not a coord name: shown as it is in etcd
+		}
+		out = append(out, info(name, root+seg+"/", kvs))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

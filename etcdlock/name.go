@@ -16,11 +16,13 @@ func EscapeName(name string) string {
 	return r.Replace(name)
 }
 
-// unescapeName undoes EscapeName.
-func unescapeName(seg string) string {
-	if !strings.Contains(seg, "%") {
-		return seg
+// unescapeName undoes EscapeName. It reports false for a segment that
+// EscapeName never writes (a key put by another tool, or planted), so that
+// no such key passes for another name's lock.
+func unescapeName(seg string) (string, bool) {
+	name := seg
+	if strings.Contains(seg, "%") {
+		name = strings.NewReplacer("%2F", "/", "%25", "%").Replace(seg)
 	}
-	r := strings.NewReplacer("%2F", "/", "%25", "%")
-	return r.Replace(seg)
+	return name, EscapeName(name) == seg
 }

@@ -17,7 +17,11 @@ func FuzzEscapeName(f *testing.F) {
 		f.Add(s, s+"/")
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
-		_ = unescapeName(a) // a planted key segment: must not panic
+		// A planted key segment: no panic, and a name only if EscapeName
+		// spells it so.
+		if n, ok := unescapeName(a); ok && EscapeName(n) != a {
+			t.Fatalf("unescapeName(%q) = %q, which EscapeName spells %q", a, n, EscapeName(n))
+		}
 		ea, eb := EscapeName(a), EscapeName(b)
 		if len(ea) > 3*len(a) {
 			t.Fatalf("EscapeName(%d bytes) = %d bytes", len(a), len(ea))
@@ -31,8 +35,8 @@ func FuzzEscapeName(f *testing.F) {
 		if !strings.ContainsAny(a, "%/") && ea != a {
 			t.Fatalf("EscapeName(%q) = %q; want it unchanged", a, ea)
 		}
-		if unescapeName(ea) != a {
-			t.Fatalf("unescapeName(EscapeName(%q)) = %q", a, unescapeName(ea))
+		if n, ok := unescapeName(ea); !ok || n != a {
+			t.Fatalf("unescapeName(EscapeName(%q)) = %q, %v", a, n, ok)
 		}
 		if a != b && ea == eb {
 			t.Fatalf("EscapeName(%q) = EscapeName(%q) = %q", a, b, ea)
