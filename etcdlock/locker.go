@@ -599,17 +599,18 @@ type Lock struct {
 	key string
 	rev int64
 
-	lost     chan struct{} // closed when the lock may be lost, or is unlocked
-	loseOnce sync.Once
-	ctx      context.Context // bound to the session; cancelled by Unlock
-	stop     context.CancelFunc
+	lost      chan struct{} // closed when the lock may be lost, or is unlocked
+	loseOnce  sync.Once
+	watchOnce sync.Once
+	ctx       context.Context // bound to the session; cancelled by Unlock
+	stop      context.CancelFunc
 
 	mu       sync.Mutex
 	released bool
 }
 
-// start registers a granted lock and watches its key: deleted by anyone
-// but Unlock, the lock is lost; so it is when the session is.
+// start registers a granted lock. Lost closes with the session; its key is
+// watched from the first call of Lost on.
 func (l *Locker) start(key string, rev int64) *Lock {
 	k := &Lock{l: l, key: key, rev: rev, lost: make(chan struct{})}
 	k.ctx, k.stop = l.bind(context.Background())
@@ -620,10 +621,24 @@ func (l *Locker) start(key string, rev int64) *Lock {
 		l.held[k] = struct{}{}
 	}
 	l.mu.Unlock()
-	l.wg.Add(1)
+	return k
+}
+
+// watchKey watches the lock's key from the revision after its creation, so
+// that no delete is missed however late it starts: deleted by anyone but
+// Unlock, the lock is lost. Only holders that ask for Lost pay for a watch.
+func (k *Lock) watchKey() {
+	l := k.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.isLost() || k.ctx.Err() != nil {
+		k.lose()
+		return
+	}
+	l.wg.Add(1) // before markLost, and so before Close waits
 	go func() {
 		defer l.wg.Done()
-		from := rev + 1
+		from := k.rev + 1
 		for k.watch(from) {
 			// The watch broke (compaction, a restart): look at the key,
 			// and watch again from there.
@@ -634,7 +649,6 @@ func (l *Locker) start(key string, rev int64) *Lock {
 		}
 		k.lose()
 	}()
-	return k
 }
 
 func (k *Lock) lose() { k.loseOnce.Do(func() { close(k.lost) }) }
@@ -694,8 +708,11 @@ func (k *Lock) Key() string { return k.key }
 
 // Lost returns a channel closed when the lock may be lost: its key was
 // deleted by someone else, or the session's lease may have expired. It is
-// also closed by Unlock.
-func (k *Lock) Lost() <-chan struct{} { return k.lost }
+// also closed by Unlock. The first call starts watching the key.
+func (k *Lock) Lost() <-chan struct{} {
+	k.watchOnce.Do(k.watchKey)
+	return k.lost
+}
 
 // Update replaces the key's value, if the key is still ours.
 func (k *Lock) Update(value []byte) error {
@@ -751,6 +768,7 @@ func (k *Lock) Unlock() error {
 	}
 	k.released = true
 	k.stop()
+	k.lose()
 	k.l.mu.Lock()
 	delete(k.l.held, k)
 	k.l.mu.Unlock()

@@ -243,11 +243,22 @@ func TestCancelRemovesWaiterKey(t *testing.T) {
 	})
 }
 
-// Unlock deletes only the key it created (etcd issue 22082).
+// Unlock deletes only the key it created (etcd issue 22082). A deleted key
+// closes Lost, whether Lost was first called before the delete or after
+// (the key is watched from its creation on).
 func TestUnlockDeletesOnlyItsOwnKey(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		l := newLocker(t, cfg)
 		c := rawClient(t, cfg)
+		early := mustLock(t, l, "early", false)
+		lost := early.Lost()
+		time.Sleep(50 * time.Millisecond) // the watch is in place
+		c.Delete(context.Background(), early.Key())
+		select {
+		case <-lost:
+		case <-time.After(2 * time.Second):
+			t.Fatal("Lost not closed 2s after the key was deleted")
+		}
 		k := mustLock(t, l, "own", false)
 		c.Delete(context.Background(), k.Key())
 		select {
