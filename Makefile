@@ -6,7 +6,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 .PHONY: build test vet cross lint bench fuzz clean demo
 
 build:
-	$(GO) build -o bin/coord ./cmd/coord
+	$(GO) build -o bin/ ./cmd/coord ./cmd/coord-server
 
 # gofmt, vet (also for Windows and macOS), staticcheck, the cross-builds and
 # the whole suite with the race detector.
@@ -19,8 +19,8 @@ vet:
 	GOOS=darwin $(GO) vet ./...
 
 cross:
-	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/coord
-	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/coord
+	GOOS=windows GOARCH=amd64 $(GO) build ./cmd/...
+	GOOS=darwin GOARCH=arm64 $(GO) build ./cmd/...
 
 lint: vet
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

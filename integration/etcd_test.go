@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -356,4 +357,33 @@ func TestEtcdLostLock(t *testing.T) {
 			t.Errorf("--on-lost warn: no warning on stderr:\n%s", p.output())
 		}
 	})
+}
+
+// `coord server` runs coord-server from beside coord or from PATH; without
+// one, or with a plain coord in its place, it says so (69) and stops.
+func TestServerBinaryMissing(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "coord")
+	b, err := os.ReadFile(coordBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := append(cleanEnv(), "PATH=/usr/bin:/bin")
+	p := start(t, dir, env, bin, "server", "--data-dir", filepath.Join(dir, "etcd"))
+	if code := p.wait(10 * time.Second); code != 69 || !strings.Contains(p.output(), "coord-server, found neither beside coord nor on PATH") {
+		t.Fatalf("coord server without coord-server exited %d, want 69 and a hint:\n%s", code, p.output())
+	}
+	if err := os.WriteFile(filepath.Join(dir, "coord-server"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p = start(t, dir, env, bin, "server", "--data-dir", filepath.Join(dir, "etcd"))
+	if code := p.wait(10 * time.Second); code != 69 || !strings.Contains(p.output(), "is a plain coord, without the server") {
+		t.Fatalf("coord server with a plain coord as coord-server exited %d, want 69 and why:\n%s", code, p.output())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "etcd")); !os.IsNotExist(err) {
+		t.Fatalf("the data dir was created (%v)", err)
+	}
 }

@@ -1,17 +1,10 @@
 // Command coord runs commands under cross-process locks and coordinates
 // downloads of shared toolchains. See the README for the CLI reference.
+//
+// `coord server` runs coord-server, which is coord with an embedded etcd
+// server linked in; coord leaves it out to start faster.
 package main
 
-import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-)
+import "github.com/toolchainkit/coord/internal/coordcli"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	code := run(ctx, os.Args, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { coordcli.Main(nil) }

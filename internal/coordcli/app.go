@@ -1,4 +1,4 @@
-package main
+package coordcli
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -41,13 +43,6 @@ const (
 	flagOnLost     = "on-lost"
 	flagJSON       = "json"
 	flagAll        = "all"
-	flagDataDir    = "data-dir"
-	flagClientURL  = "client-url"
-	flagPeerURL    = "peer-url"
-	flagCertFile   = "cert-file"
-	flagKeyFile    = "key-file"
-	flagTrustedCA  = "trusted-ca-file"
-	flagInsecure   = "insecure-listen"
 	envBackend     = "COORD_BACKEND"
 	envLockDir     = "COORD_LOCK_DIR"
 	envEndpoints   = "COORD_ETCD_ENDPOINTS"
@@ -67,9 +62,6 @@ const (
 	envDest        = "COORD_DEST"
 	envToolchainID = "COORD_TOOLCHAIN_ID"
 	envPID         = "COORD_PID"
-	envDataDir     = "COORD_SERVER_DATA_DIR"
-	envClientURL   = "COORD_SERVER_CLIENT_URL"
-	envPeerURL     = "COORD_SERVER_PEER_URL"
 )
 
 // Exit statuses (sysexits), decided only in exitCode.
@@ -85,13 +77,26 @@ const (
 	exitNotExec     = 126
 )
 
-// run is the whole program: it parses args, runs one command and returns
+// Main runs the program with os.Args and exits with its status; SIGINT,
+// SIGTERM and SIGHUP cancel the command's context. server is the `server`
+// command; nil runs the coord-server binary for it (see execServer).
+func Main(server *cli.Command) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	code := Run(ctx, os.Args, os.Stdout, os.Stderr, server)
+	stop()
+	os.Exit(code)
+}
+
+// Run is the whole program: it parses args, runs one command and returns
 // the exit status. It writes only to stdout and stderr.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *cli.Command) int {
 	if len(args) > 1 && args[1] == guardCommand {
 		return guard(args[2:], stderr)
 	}
-	app := newApp(stdout, stderr)
+	if server == nil {
+		server = execServer(args)
+	}
+	app := newApp(stdout, stderr, server)
 	err := app.RunContext(ctx, args)
 	code := exitCode(err)
 	if err != nil && !errors.As(err, new(*childExit)) {
@@ -100,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func newApp(stdout, stderr io.Writer) *cli.App {
+func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 	return &cli.App{
 		Name:           "coord",
 		Usage:          "locks and download coordination for shared toolchain storage",
@@ -108,7 +113,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ErrWriter:      stderr,
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
-		OnUsageError:   usageErr,
+		OnUsageError:   UsageErr,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagBackend, EnvVars: []string{envBackend}, Value: coord.BackendAuto, Usage: "auto, file or etcd"},
 			&cli.StringFlag{Name: flagLockDir, EnvVars: []string{envLockDir}, Usage: "lock directory of the file backend (default ~/.toolchainkit/locks)"},
@@ -125,17 +130,17 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: flagLogLevel, EnvVars: []string{envLogLevel}, Value: "warn", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: flagLogFormat, EnvVars: []string{envLogFormat}, Value: "console", Usage: "console or json"},
 		},
-		Commands: []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), serverCommand(), versionCommand()},
+		Commands: []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), server, versionCommand()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return usagef("unknown command %q", c.Args().First())
+				return Usagef("unknown command %q", c.Args().First())
 			}
 			return cli.ShowAppHelp(c)
 		},
 	}
 }
 
-func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
+func UsageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
 
 // usageError marks a mistake in how coord was called (exit 64).
 type usageError struct{ err error }
@@ -143,7 +148,7 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
-func usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
+func Usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
 
 // childExit carries the status of the command coord ran.
 type childExit struct{ code int }
@@ -166,7 +171,7 @@ type actionError struct{ err error }
 func (e *actionError) Error() string { return e.err.Error() }
 func (e *actionError) Unwrap() error { return e.err }
 
-func action(fn func(*cli.Context) error) cli.ActionFunc {
+func Action(fn func(*cli.Context) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if err := fn(c); err != nil {
 			return &actionError{err}
@@ -202,7 +207,7 @@ func exitCode(err error) int {
 	return exitInternal
 }
 
-// oneLine makes a message one printable line: whitespace runs become one
+// oneLine makes a message one Printable line: whitespace runs become one
 // space, other control characters and invalid UTF-8 are escaped, so that a
 // hostile name or path cannot drive the terminal.
 func oneLine(err error) string { return sanitize(err.Error()) }
@@ -229,9 +234,9 @@ func sanitize(s string) string {
 	return b.String()
 }
 
-// newLogger builds the logger from --log-level and --log-format; it writes
+// NewLogger builds the logger from --log-level and --log-format; it writes
 // to stderr.
-func newLogger(c *cli.Context) (*zap.Logger, error) {
+func NewLogger(c *cli.Context) (*zap.Logger, error) {
 	// An empty value, such as an exported but empty variable, is the default.
 	level, format := c.String(flagLogLevel), c.String(flagLogFormat)
 	if level == "" {
@@ -242,7 +247,7 @@ func newLogger(c *cli.Context) (*zap.Logger, error) {
 	}
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
-		return nil, usagef("--%s: %v", flagLogLevel, err)
+		return nil, Usagef("--%s: %v", flagLogLevel, err)
 	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -254,7 +259,7 @@ func newLogger(c *cli.Context) (*zap.Logger, error) {
 	case "json":
 		e = zapcore.NewJSONEncoder(enc)
 	default:
-		return nil, usagef("--%s %q: want console or json", flagLogFormat, format)
+		return nil, Usagef("--%s %q: want console or json", flagLogFormat, format)
 	}
 	return zap.New(zapcore.NewCore(e, zapcore.AddSync(c.App.ErrWriter), lvl)), nil
 }
@@ -262,7 +267,7 @@ func newLogger(c *cli.Context) (*zap.Logger, error) {
 // newManager opens the backend that the global flags select. cmd is
 // recorded as the holder's command line.
 func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, error) {
-	log, err := newLogger(c)
+	log, err := NewLogger(c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -280,13 +285,13 @@ func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, erro
 		Password:    c.String(flagPassword),
 	}
 	if cfg.TTL < 2*time.Second || cfg.TTL%time.Second != 0 {
-		return nil, nil, usagef("--%s %s: want whole seconds, at least 2s", flagTTL, cfg.TTL)
+		return nil, nil, Usagef("--%s %s: want whole seconds, at least 2s", flagTTL, cfg.TTL)
 	}
 	if cfg.DialTimeout <= 0 {
-		return nil, nil, usagef("--%s %s: must be positive", flagDial, cfg.DialTimeout)
+		return nil, nil, Usagef("--%s %s: must be positive", flagDial, cfg.DialTimeout)
 	}
 	if cfg.Prefix != "" && (!strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/")) {
-		return nil, nil, usagef("--%s %q: must start with '/' and not end with one", flagPrefix, cfg.Prefix)
+		return nil, nil, Usagef("--%s %q: must start with '/' and not end with one", flagPrefix, cfg.Prefix)
 	}
 	if user, pass, ok := strings.Cut(cfg.Username, ":"); ok && cfg.Password == "" {
 		cfg.Username, cfg.Password = user, pass
@@ -298,7 +303,7 @@ func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, erro
 		}
 	}
 	if strings.TrimSpace(raw) != "" && len(cfg.Endpoints) == 0 {
-		return nil, nil, usagef("--%s %q: no endpoint in it", flagEndpoints, raw)
+		return nil, nil, Usagef("--%s %q: no endpoint in it", flagEndpoints, raw)
 	}
 	if cmd == nil {
 		cmd = os.Args
@@ -314,7 +319,7 @@ func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, erro
 func timeoutFlag(c *cli.Context) (time.Duration, error) {
 	d := c.Duration(flagTimeout)
 	if d < 0 {
-		return 0, usagef("--%s %s: must not be negative (0 tries once)", flagTimeout, d)
+		return 0, Usagef("--%s %s: must not be negative (0 tries once)", flagTimeout, d)
 	}
 	return d, nil
 }
@@ -323,17 +328,17 @@ func timeoutFlag(c *cli.Context) (time.Duration, error) {
 // the command after them ("--" between the two is optional).
 func splitCommand(args []string, n int, usage string) (head, cmd []string, err error) {
 	if len(args) < n {
-		return nil, nil, usagef("missing arguments; usage: %s", usage)
+		return nil, nil, Usagef("missing arguments; usage: %s", usage)
 	}
 	head, cmd = args[:n], args[n:]
 	if len(cmd) > 0 && cmd[0] == "--" {
 		cmd = cmd[1:]
 	}
 	if len(cmd) == 0 || cmd[0] == "" {
-		return nil, nil, usagef("missing command; usage: %s", usage)
+		return nil, nil, Usagef("missing command; usage: %s", usage)
 	}
 	if cmd[0] == args[n] && strings.HasPrefix(cmd[0], "-") {
-		return nil, nil, usagef("%q after the arguments: flags go first; usage: %s", cmd[0], usage)
+		return nil, nil, Usagef("%q after the arguments: flags go first; usage: %s", cmd[0], usage)
 	}
 	return head, cmd, nil
 }

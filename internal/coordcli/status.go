@@ -1,4 +1,4 @@
-package main
+package coordcli
 
 import (
 	"encoding/json"
@@ -17,12 +17,12 @@ func statusCommand() *cli.Command {
 		Name:         "status",
 		Usage:        "list the locks that are held or awaited",
 		UsageText:    "coord status [--all] [--json]",
-		OnUsageError: usageErr,
+		OnUsageError: UsageErr,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 			&cli.BoolFlag{Name: flagAll, Usage: "include locks nobody holds or awaits"},
 		},
-		Action: action(runStatus),
+		Action: Action(runStatus),
 	}
 }
 
@@ -50,7 +50,7 @@ type holderOut struct {
 
 func runStatus(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return usagef("status takes no arguments")
+		return Usagef("status takes no arguments")
 	}
 	m, _, err := newManager(c, nil)
 	if err != nil {
@@ -100,7 +100,7 @@ func runStatus(c *cli.Context) error {
 		if e.Waiters != nil {
 			waiters = fmt.Sprint(*e.Waiters)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(e.Name), e.State, printable(holder), since, e.Token, waiters, printable(cmd))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", Printable(e.Name), e.State, Printable(holder), since, e.Token, waiters, Printable(cmd))
 	}
 	return tw.Flush()
 }
@@ -128,9 +128,9 @@ func toEntry(s coord.Status) statusEntry {
 	return e
 }
 
-// printable escapes control characters so that a hostile lock name cannot
+// Printable escapes control characters so that a hostile lock name cannot
 // drive the terminal.
-func printable(s string) string {
+func Printable(s string) string {
 	q := fmt.Sprintf("%q", s)
 	if q[1:len(q)-1] == s {
 		return s

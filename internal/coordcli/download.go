@@ -1,4 +1,4 @@
-package main
+package coordcli
 
 import (
 	"context"
@@ -27,12 +27,12 @@ func downloadCommand() *cli.Command {
 		Name:         "download",
 		Usage:        "make exactly one process fill DEST by running CMD; the others wait for it",
 		UsageText:    downloadUsage,
-		OnUsageError: usageErr,
+		OnUsageError: UsageErr,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: flagTimeout, Value: defaultDownloadTimeout, Usage: "how long to wait for another download; 0 tries once"},
 			onLostFlag(),
 		},
-		Action: action(runDownload),
+		Action: Action(runDownload),
 	}
 }
 

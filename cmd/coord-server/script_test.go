@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -17,60 +16,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/toolchainkit/coord/coord"
-
 	"github.com/toolchainkit/coord/internal/etcdtest"
 )
-
-// TestListenURL covers what cannot be run for real in a test: listening
-// on a non-loopback address.
-func TestListenURL(t *testing.T) {
-	tests := []struct {
-		flag, raw       string
-		tls, insecure   bool
-		want, wantError string // want is the URL to listen on
-	}{
-		{flagClientURL, "http://127.0.0.1:2379", false, false, "http://127.0.0.1:2379", ""},
-		{flagClientURL, "http://127.8.9.10:2379/", false, false, "http://127.8.9.10:2379", ""},
-		{flagClientURL, "http://localhost:2379", false, false, "http://localhost:2379", ""},
-		{flagClientURL, "http://[::1]:2379", false, false, "http://[::1]:2379", ""},
-		{flagClientURL, "http://10.1.2.3:2379", false, false, "", "not a loopback address"},
-		{flagClientURL, "http://0.0.0.0:2379", false, false, "", "not a loopback address"},
-		{flagClientURL, "http://[::]:2379", false, false, "", "not a loopback address"},
-		{flagClientURL, "http://10.1.2.3:2379", false, true, "http://10.1.2.3:2379", ""},
-		// TLS without client certificates is refused off loopback; with a
-		// client CA (passed as insecure=true by the caller) it is fine.
-		{flagClientURL, "https://10.1.2.3:2379", true, false, "", "client certificates"},
-		{flagClientURL, "https://10.1.2.3:2379", true, true, "https://10.1.2.3:2379", ""},
-		{flagClientURL, "https://127.0.0.1:2379", false, false, "", "https needs --cert-file"},
-		{flagClientURL, "http://127.0.0.1:2379", true, false, "", "want an https URL"},
-		{flagPeerURL, "https://127.0.0.1:2380", false, false, "", "want an http URL"},
-		{flagPeerURL, "http://10.1.2.3:2380", false, false, "", "not a loopback address"},
-		{flagClientURL, "http://example.com:2379", false, true, "", "IP address or localhost"},
-		{flagClientURL, "http://127.0.0.1", false, false, "", "want host:port"},
-		{flagClientURL, "http://127.0.0.1:0", false, false, "", "want 1 to 65535"},
-		{flagClientURL, "http://127.0.0.1:65536", false, false, "", "want 1 to 65535"},
-		{flagClientURL, "http://127.0.0.1:x", false, false, "", "not a URL"},
-		{flagClientURL, "127.0.0.1:2379", false, false, "", "not a URL"},
-		{flagClientURL, "unix:///tmp/sock", false, false, "", "want an http URL"},
-		{flagClientURL, "http://127.0.0.1:2379/v3", false, false, "", "nothing more"},
-		{flagClientURL, "http://u:p@127.0.0.1:2379", false, false, "", "nothing more"},
-		{flagClientURL, "http://127.0.0.1:2379?a=b", false, false, "", "nothing more"},
-		{flagClientURL, "", false, false, "", "want an http URL"},
-	}
-	for _, tt := range tests {
-		u, err := listenURL(tt.flag, tt.raw, tt.tls, tt.insecure)
-		if tt.wantError != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.wantError) || !errors.Is(err, coord.ErrInvalidArgument) {
-				t.Errorf("listenURL(%q, %q, tls %v, insecure %v) = %v, want an invalid argument error with %q", tt.flag, tt.raw, tt.tls, tt.insecure, err, tt.wantError)
-			}
-			continue
-		}
-		if err != nil || u.String() != tt.want {
-			t.Errorf("listenURL(%q, %q, tls %v, insecure %v) = %q, %v; want %q", tt.flag, tt.raw, tt.tls, tt.insecure, u.String(), err, tt.want)
-		}
-	}
-}
 
 func cmdFreeport(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) == 0 {

@@ -1,4 +1,4 @@
-package main
+package coordcli
 
 import (
 	"fmt"
@@ -12,8 +12,8 @@ func versionCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "version",
 		Usage:        "print the version",
-		OnUsageError: usageErr,
-		Action: action(func(c *cli.Context) error {
+		OnUsageError: UsageErr,
+		Action: Action(func(c *cli.Context) error {
 			v := "(devel)"
 			if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 				v = bi.Main.Version

@@ -1,4 +1,6 @@
-package main
+// Package server is coord's `server` command: a single-member etcd,
+// embedded. Only coord-server links it (see cmd/coord-server).
+package server
 
 import (
 	"context"
@@ -23,6 +25,21 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/coordcli"
+)
+
+// Flag names and the environment variables that set them.
+const (
+	flagDataDir   = "data-dir"
+	flagClientURL = "client-url"
+	flagPeerURL   = "peer-url"
+	flagCertFile  = "cert-file"
+	flagKeyFile   = "key-file"
+	flagTrustedCA = "trusted-ca-file"
+	flagInsecure  = "insecure-listen"
+	envDataDir    = "COORD_SERVER_DATA_DIR"
+	envClientURL  = "COORD_SERVER_CLIENT_URL"
+	envPeerURL    = "COORD_SERVER_PEER_URL"
 )
 
 const serverUsage = "coord server --data-dir DIR [--client-url URL] [--peer-url URL] [--cert-file F --key-file F [--trusted-ca-file F]] [--insecure-listen]"
@@ -39,7 +56,9 @@ const (
 	serverLockFile = "coord-server.lock"
 )
 
-func serverCommand() *cli.Command {
+// Command is coord's `server` command: it serves a single-member etcd,
+// embedded, until interrupted.
+func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "server",
 		Usage: "run a single-member etcd for trying fleet mode (embedded, no etcd to install)",
@@ -48,7 +67,7 @@ func serverCommand() *cli.Command {
 			"must be loopback addresses unless --insecure-listen is given: anyone who can reach the port can\n" +
 			"take, break and forge every lock. etcd logs to stderr at the global --log-level (default warn).",
 		UsageText:    serverUsage,
-		OnUsageError: usageErr,
+		OnUsageError: coordcli.UsageErr,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagDataDir, EnvVars: []string{envDataDir}, Usage: "directory for etcd's data (created 0700 if missing)"},
 			&cli.StringFlag{Name: flagClientURL, EnvVars: []string{envClientURL}, Value: defaultClientURL, Usage: "URL to serve clients on; https needs --cert-file and --key-file"},
@@ -58,7 +77,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: flagTrustedCA, Usage: "CA that client certificates must chain to (enables client certificate authentication)"},
 			&cli.BoolFlag{Name: flagInsecure, Usage: "allow plain-HTTP URLs on non-loopback addresses"},
 		},
-		Action: action(runServer),
+		Action: coordcli.Action(runServer),
 	}
 }
 
@@ -71,13 +90,13 @@ type serverConfig struct {
 
 func runServer(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return usagef("server takes no arguments; usage: %s", serverUsage)
+		return coordcli.Usagef("server takes no arguments; usage: %s", serverUsage)
 	}
 	sc, err := serverFlags(c)
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(c)
+	log, err := coordcli.NewLogger(c)
 	if err != nil {
 		return err
 	}
@@ -117,7 +136,7 @@ func runServer(c *cli.Context) error {
 	case <-timer.C:
 		return fmt.Errorf("%w: etcd not ready after %s", coord.ErrBackendUnavailable, readyTimeout)
 	}
-	fmt.Fprintf(c.App.Writer, "ready: etcd serving on %s (data dir %s)\n", sc.client.String(), printable(sc.dataDir))
+	fmt.Fprintf(c.App.Writer, "ready: etcd serving on %s (data dir %s)\n", sc.client.String(), coordcli.Printable(sc.dataDir))
 
 	select {
 	case <-c.Context.Done():
@@ -142,7 +161,7 @@ func serverFlags(c *cli.Context) (serverConfig, error) {
 	var sc serverConfig
 	dir := c.String(flagDataDir)
 	if dir == "" {
-		return sc, usagef("--%s is required; usage: %s", flagDataDir, serverUsage)
+		return sc, coordcli.Usagef("--%s is required; usage: %s", flagDataDir, serverUsage)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -153,9 +172,9 @@ func serverFlags(c *cli.Context) (serverConfig, error) {
 	certFile, keyFile, caFile := c.String(flagCertFile), c.String(flagKeyFile), c.String(flagTrustedCA)
 	switch {
 	case (certFile == "") != (keyFile == ""):
-		return sc, usagef("--%s and --%s go together", flagCertFile, flagKeyFile)
+		return sc, coordcli.Usagef("--%s and --%s go together", flagCertFile, flagKeyFile)
 	case caFile != "" && certFile == "":
-		return sc, usagef("--%s needs --%s and --%s", flagTrustedCA, flagCertFile, flagKeyFile)
+		return sc, coordcli.Usagef("--%s needs --%s and --%s", flagTrustedCA, flagCertFile, flagKeyFile)
 	}
 	useTLS := certFile != ""
 	insecure := c.Bool(flagInsecure)
@@ -259,7 +278,7 @@ func listenURL(flag, raw string, tls, insecure bool) (url.URL, error) {
 // server uses it: etcd itself would wait forever for its database's lock.
 func lockDataDir(dir string) (unlock func(), err error) {
 	unusable := func(err error) error {
-		return fmt.Errorf("%w: data dir %s: %v", coord.ErrBackendUnavailable, printable(dir), err)
+		return fmt.Errorf("%w: data dir %s: %v", coord.ErrBackendUnavailable, coordcli.Printable(dir), err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, unusable(err)

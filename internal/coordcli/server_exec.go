@@ -1,0 +1,67 @@
+package coordcli
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/toolchainkit/coord/coord"
+)
+
+// serverBinary serves `coord server`. coord itself leaves the etcd server
+// out: linked in, its package initialisation costs every coord process
+// (and every guard) about 5 ms of start-up, twice the rest of coord's.
+const serverBinary = "coord-server"
+
+// envServerExec is set for the coord-server that coord runs, so that a
+// coord-server that is really a plain coord says so instead of running
+// itself over and over.
+const envServerExec = "COORD_SERVER_EXEC"
+
+// execServer is the `server` command of plain coord: it replaces this
+// process with coord-server, found beside coord or on PATH, with the same
+// arguments (coord-server is coord with the server linked in).
+func execServer(args []string) *cli.Command {
+	return &cli.Command{
+		Name:            "server",
+		Usage:           "run a single-member etcd for trying fleet mode (runs " + serverBinary + ")",
+		SkipFlagParsing: true,
+		Action: Action(func(*cli.Context) error {
+			if os.Getenv(envServerExec) != "" {
+				return fmt.Errorf("%w: %s is a plain coord, without the server", coord.ErrBackendUnavailable, os.Getenv(envServerExec))
+			}
+			path, err := findServer()
+			if err != nil {
+				return err
+			}
+			env := append(os.Environ(), envServerExec+"="+path)
+			err = syscall.Exec(path, append([]string{path}, args[1:]...), env)
+			return fmt.Errorf("%w: run %s: %v", coord.ErrBackendUnavailable, path, err)
+		}),
+	}
+}
+
+// findServer looks for coord-server beside this executable, then on PATH.
+func findServer() (string, error) {
+	name := serverBinary
+	if runtime.GOOS == "windows" {
+		name += ".exe"
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: `coord server` runs %s, found neither beside coord nor on PATH (install it with `go install github.com/toolchainkit/coord/cmd/%s`)",
+			coord.ErrBackendUnavailable, serverBinary, serverBinary)
+	}
+	return p, nil
+}
