@@ -3,7 +3,7 @@ GO ?= go
 FUZZTIME ?= 20s
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: build test vet cross lint bench fuzz clean demo
+.PHONY: build test vet cross lint bench fuzz clean demo soak
 
 build:
 	$(GO) build -o bin/ ./cmd/coord ./cmd/coord-server
@@ -31,6 +31,12 @@ lint: vet
 # (default 3); about 2.5 minutes on a 2-core machine (builds included).
 bench:
 	./bench/report.sh
+
+# A randomized fault run (kills, pauses, partitions) of SOAK per backend,
+# replayed for violations; prints a summary table. CI runs a short round.
+SOAK ?= 1m
+soak:
+	COORD_SOAK=$(SOAK) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 30m ./integration
 
 # Each fuzz target for FUZZTIME; their seed corpora (testdata/fuzz) also run
 # in every plain `go test`.
