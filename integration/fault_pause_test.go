@@ -43,7 +43,7 @@ import (
 //	          whatever Lost says, writes "LOST WRITE" to TAG.result (LOST:
 //	          whether Lost was closed before the write; WRITE: accepted
 //	          or rejected), unlocks, and writes the unixnano time it
-//	          unlocked to TAG.released
+//	          began to unlock to TAG.released
 //	download  it coordinated the download "tc" into <root>/dl/tc and put
 //	          the file payload (TAG) in the staging directory before
 //	          TAG.staging; it commits and closes, and writes to
@@ -117,10 +117,10 @@ func pauseWorker(dir string) error {
 		if err != nil {
 			return err
 		}
+		released := time.Now().UnixNano() // the lock may pass on within Unlock
 		if err := l.Unlock(); err != nil && !errors.Is(err, coord.ErrLockLost) {
 			return err
 		}
-		released := time.Now().UnixNano()
 		close(stop)
 		if err := <-recorded; err != nil {
 			return err
@@ -175,10 +175,16 @@ func pauseWorker(dir string) error {
 }
 
 // pauseEnv is the environment of a pause worker doing step as tag in w,
-// its lease of faultTTL.
-func (w *world) pauseEnv(step, tag string) []string {
+// with a lease of ttl.
+func (w *world) pauseEnv(step, tag string, ttl time.Duration) []string {
 	return w.env(envWorker+"=pause", envWorkerDir+"="+w.dir, faultStepEnv+"="+step, faultTagEnv+"="+tag,
-		"COORD_ETCD_TTL="+faultTTL.String())
+		"COORD_ETCD_TTL="+ttl.String())
+}
+
+// fencedEnv is the environment of a fenced worker in w writing once, with
+// a lease of calmTTL.
+func (w *world) fencedEnv() []string {
+	return w.env(envWorker+"=fenced", envWorkerDir+"="+w.dir, envWorkerIter+"=1", "COORD_ETCD_TTL="+calmTTL.String())
 }
 
 // signal sends sig to p, failing the test if it cannot.
@@ -246,12 +252,14 @@ func TestPauseHolderEtcd(t *testing.T) {
 		var m durations
 		trials(t, n, n, func(t *testing.T) {
 			w := newWorld(t, be)
-			holder := start(t, w.root, w.pauseEnv("hold", "holder"), os.Args[0])
-			waitFor(t, w.path("holder.granted"), 20*time.Second)
+			holder := start(t, w.root, w.pauseEnv("hold", "holder", faultTTL), os.Args[0])
+			if !holder.waitFile(w.path("holder.granted"), 20*time.Second) {
+				t.Fatalf("holder exited %d before holder.granted:\n%s", holder.code, holder.output())
+			}
 			token := mustInt(t, w.path("holder.granted"))
 			holder.signal(syscall.SIGSTOP)
 			stopped := time.Now()
-			other := start(t, w.root, w.env(envWorker+"=fenced", envWorkerDir+"="+w.dir, envWorkerIter+"=1"), os.Args[0])
+			other := start(t, w.root, w.fencedEnv(), os.Args[0])
 			if code := other.wait(30 * time.Second); code != 0 {
 				t.Fatalf("the other process exited %d:\n%s", code, other.output())
 			}
@@ -294,13 +302,15 @@ func TestPauseDownloadCommit(t *testing.T) {
 	etcdBackends(t, func(t *testing.T, be *backend) {
 		w := newWorld(t, be)
 		dest := w.path("dl/tc")
-		first := start(t, w.root, w.pauseEnv("download", "first"), os.Args[0])
-		waitFor(t, w.path("first.staging"), 20*time.Second)
+		first := start(t, w.root, w.pauseEnv("download", "first", faultTTL), os.Args[0])
+		if !first.waitFile(w.path("first.staging"), 20*time.Second) {
+			t.Fatalf("first exited %d before first.staging:\n%s", first.code, first.output())
+		}
 		staging := strings.TrimSpace(string(mustRead(t, w.path("first.staging"))))
 		first.signal(syscall.SIGSTOP)
 		stopped := time.Now()
 		w.goOn("second")
-		second := start(t, w.root, w.pauseEnv("download", "second"), os.Args[0])
+		second := start(t, w.root, w.pauseEnv("download", "second", calmTTL), os.Args[0])
 		if code := second.wait(30 * time.Second); code != 0 {
 			t.Fatalf("second downloader exited %d:\n%s", code, second.output())
 		}
@@ -338,11 +348,13 @@ func TestPauseHolderFile(t *testing.T) {
 		t.Fatal("backends[0] is not the file backend")
 	}
 	w := newWorld(t, be)
-	holder := start(t, w.root, w.pauseEnv("hold", "holder"), os.Args[0])
-	waitFor(t, w.path("holder.granted"), 20*time.Second)
+	holder := start(t, w.root, w.pauseEnv("hold", "holder", faultTTL), os.Args[0])
+	if !holder.waitFile(w.path("holder.granted"), 20*time.Second) {
+		t.Fatalf("holder exited %d before holder.granted:\n%s", holder.code, holder.output())
+	}
 	holder.signal(syscall.SIGSTOP)
 	stopped := time.Now()
-	other := start(t, w.root, w.env(envWorker+"=fenced", envWorkerDir+"="+w.dir, envWorkerIter+"=1"), os.Args[0])
+	other := start(t, w.root, w.fencedEnv(), os.Args[0])
 	pid := fmt.Sprint(holder.cmd.Process.Pid)
 	for i := 0; i < 3 || time.Since(stopped) < 2*faultTTL; i++ {
 		began := time.Now()
