@@ -26,12 +26,17 @@ import (
 // On the file backend a stopped process is alive and keeps its flock: the
 // others wait, however long the pause.
 //
+// The tests let a resumed process go on only once its Lost has fired
+// (within a millisecond of SIGCONT here): a Commit racing its own
+// keep-alive loop's verdict would instead fail on the staging directory
+// the next downloader removed (an error, but not ErrLockLost), or find
+// dest complete and keep it; nothing stale is published either way.
+//
 // What remains: Commit checks with etcd that it still holds the lock and
 // then renames; a holder paused between the two steps, past its lease,
 // publishes after another downloader took over (coord/download.go says
-// so). The tests below pause the holder before Commit, where the check
-// catches it; nothing closes that window but a store that checks the
-// token itself, as the fenced store does.
+// so). Nothing closes that window but a resource that checks the token
+// itself, as the fenced store does; a rename cannot.
 
 // pauseWorker is the worker role "pause"; its files in root are named by
 // faultTagEnv (TAG below). It records the unixnano time its lock's Lost
