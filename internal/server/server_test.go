@@ -57,4 +57,3 @@ func TestListenURL(t *testing.T) {
 		}
 	}
 }
-
