@@ -339,9 +339,18 @@ func (d *Download) Commit() error {
 		return fmt.Errorf("download %q: %w", d.id, ErrLockLost)
 	default:
 	}
-	fi, err := os.Lstat(d.staging)
-	if err != nil || !fi.IsDir() {
-		return fmt.Errorf("download %q: staging directory %s is gone", d.id, d.staging)
+	if fi, err := os.Lstat(d.staging); err != nil || !fi.IsDir() {
+		// Only a holder of the lock removes staging directories: a newer
+		// one did, if the backend says ours is gone.
+		err := fmt.Errorf("download %q: staging directory %s is gone", d.id, d.staging)
+		if rec, ok := d.m.b.(downloads); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+			defer cancel()
+			if herr := rec.checkHeld(ctx, d.lock.h); herr != nil {
+				err = fmt.Errorf("%w: %w", err, herr)
+			}
+		}
+		return err
 	}
 	self := d.lock.Holder()
 	b, _ := json.Marshal(marker{ID: d.id, Dest: d.dest, Host: self.Host, PID: self.PID, Token: d.lock.Token(), Time: time.Now().UTC()})

@@ -189,3 +189,40 @@ func TestEtcdDoneButDestNotShared(t *testing.T) {
 		t.Fatal("told done by etcd, without a marker in its own dest, the waiter did not download")
 	}
 }
+
+// A downloader whose lock went to another, who cleared its staging
+// directory, is told at Commit that it lost the lock.
+func TestEtcdCommitAfterTakeover(t *testing.T) {
+	s := startEtcd(t)
+	cfg := coord.Config{Endpoints: []string{s.Endpoint}}
+	a := coord.NewDownloadCoordinator(etcdManager(t, cfg))
+	b := coord.NewDownloadCoordinator(etcdManager(t, cfg))
+	dest := filepath.Join(t.TempDir(), "sdk")
+	stale, err := a.Coordinate(context.Background(), "sdk", dest)
+	if err != nil || !stale.ShouldDownload() {
+		t.Fatalf("first = %v, %v", stale, err)
+	}
+	defer stale.Close()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Delete(context.Background(), "/toolchainkit/locks/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	next, err := b.Coordinate(context.Background(), "sdk", dest, coord.WithTimeout(5*time.Second))
+	if err != nil || !next.ShouldDownload() {
+		t.Fatalf("second = %v, %v", next, err)
+	}
+	defer next.Close()
+	if _, err := os.Stat(stale.StagingDir()); !os.IsNotExist(err) {
+		t.Fatalf("the new downloader left the stale staging directory (%v)", err)
+	}
+	if err := stale.Commit(); !errors.Is(err, coord.ErrLockLost) {
+		t.Fatalf("stale Commit = %v, want ErrLockLost", err)
+	}
+	if coord.Complete(dest) {
+		t.Fatal("the stale downloader published")
+	}
+}
