@@ -154,10 +154,16 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 			r = <-shared
 			break
 		}
+		// Done: return now and let the shared wait end in the background
+		// (taking back its etcd key is a request per waiter; waiting for
+		// it would make the last of many waiters return late).
 		cancel()
-		if r = <-shared; r.err != nil {
-			r.err = nil // cancelled because the download is done
-		}
+		go func() {
+			if r := <-shared; r.l != nil {
+				r.l.Unlock()
+			}
+		}()
+		return nil
 	}
 	cancel()
 	if done != nil {
