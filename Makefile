@@ -6,7 +6,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 .PHONY: build test vet cross lint bench fuzz clean demo soak
 
 build:
-	$(GO) build -o bin/ ./cmd/coord ./cmd/coord-server
+	$(GO) build -o bin/ ./cmd/...
 
 # gofmt, vet (also for Windows and macOS), staticcheck, the cross-builds and
 # the whole suite with the race detector.

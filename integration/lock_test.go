@@ -105,11 +105,39 @@ func testLibraryCounter(t *testing.T, be *backend) {
 // 3. A holder killed with SIGKILL frees the lock — at once on the file
 // backend, once its lease expires on etcd — and its command dies with it
 // at once on both (Linux: parent-death signal and the guard).
-func TestKilledHolderReleases(t *testing.T) {
-	eachBackend(t, testKilledHolderReleases)
+// parentName returns the command name of pid's parent (Linux).
+func parentName(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	comm, err := os.ReadFile("/proc/" + f[1] + "/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(comm))
 }
 
-func testKilledHolderReleases(t *testing.T, be *backend) {
+func TestKilledHolderReleases(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be *backend) { testKilledHolderReleases(t, be, coordBin) })
+	// Without coord-guard beside it, coord guards its command itself.
+	t.Run("file-coord-as-guard", func(t *testing.T) {
+		lone := filepath.Join(t.TempDir(), "coord")
+		b, err := os.ReadFile(coordBin)
+		if err == nil {
+			err = os.WriteFile(lone, b, 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		testKilledHolderReleases(t, backends[0], lone)
+	})
+}
+
+func testKilledHolderReleases(t *testing.T, be *backend, bin string) {
 	w := newWorld(t, be)
 	// The file lock goes with the process. An etcd lock goes with its lease:
 	// after at most the TTL (less the time since the last keep-alive) plus
@@ -120,9 +148,20 @@ func testKilledHolderReleases(t *testing.T, be *backend) {
 		within = etcdTTL + 2*time.Second
 	}
 	// The command starts a process of its own: it must die too.
-	holder := w.startCoord("lock", "k", "--", "sh", "-c", "sleep 60 & echo $! > grandchild; echo $$ > pidfile; wait")
+	holder := start(t, w.root, w.env(), bin, "lock", "k", "--", "sh", "-c", "sleep 60 & echo $! > grandchild; echo $$ > pidfile; wait")
 	child := childPID(t, w.path("pidfile"))
 	grandchild := childPID(t, w.path("grandchild"))
+	if runtime.GOOS == "linux" {
+		// The command's parent is its guard: coord-guard where it is
+		// installed beside coord, else coord itself.
+		want := "coord-guard"
+		if _, err := os.Stat(filepath.Join(filepath.Dir(bin), want)); err != nil {
+			want = "coord"
+		}
+		if got := parentName(t, child); got != want {
+			t.Fatalf("the command's parent is %q, want %q", got, want)
+		}
+	}
 
 	killed := time.Now()
 	if err := holder.cmd.Process.Kill(); err != nil {

@@ -134,11 +134,12 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "building coord needs go on PATH:", err)
 		return 1
 	}
-	// coord and, beside it, coord-server, which `coord server` runs.
+	// coord and, beside it, coord-server, which `coord server` runs, and
+	// coord-guard, which guards its commands.
 	coordBin = filepath.Join(tmp, "coord")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool, "build", "-o", tmp, "github.com/toolchainkit/coord/cmd/coord", "github.com/toolchainkit/coord/cmd/coord-server").CombinedOutput()
+	out, err := exec.CommandContext(ctx, goTool, "build", "-o", tmp, "github.com/toolchainkit/coord/cmd/...").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building coord: %v\n%s", err, out)
 		return 1

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/guard"
 )
 
 // Flag names and the environment variables that set them.
@@ -91,7 +92,7 @@ func Main(server *cli.Command) {
 // the exit status. It writes only to stdout and stderr.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *cli.Command) int {
 	if len(args) > 1 && args[1] == guardCommand {
-		return guard(args[2:], stderr)
+		return guard.Main(args[2:], stderr)
 	}
 	if server == nil {
 		server = execServer(args)

@@ -1,8 +1,6 @@
 package coordcli
 
 import (
-	"fmt"
-	"io"
 	"os/exec"
 	"syscall"
 	"unsafe"
@@ -18,11 +16,6 @@ func terminal() (tty, foreground bool) { return false, false }
 const guardCommand = "__guard"
 
 func guardedArgv(argv []string, _ bool) []string { return argv }
-
-func guard(_ []string, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "coord: __guard is Linux only")
-	return exitUsage
-}
 
 // tieToParent puts the child in a job object that kills it when the job's
 // last handle closes, which happens when coord exits or is killed. The

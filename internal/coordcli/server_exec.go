@@ -52,11 +52,8 @@ func findServer() (string, error) {
 	if runtime.GOOS == "windows" {
 		name += ".exe"
 	}
-	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return p, nil
-		}
+	if p, ok := besideSelf(name); ok {
+		return p, nil
 	}
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -64,4 +61,16 @@ func findServer() (string, error) {
 			coord.ErrBackendUnavailable, serverBinary, serverBinary)
 	}
 	return p, nil
+}
+
+// besideSelf returns the path of the program name in the directory of this
+// executable, if there is one.
+func besideSelf(name string) (string, bool) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", false
+	}
+	p := filepath.Join(filepath.Dir(self), name)
+	fi, err := os.Stat(p)
+	return p, err == nil && fi.Mode().IsRegular()
 }
