@@ -39,7 +39,7 @@ const members = 3
 
 // notCLI are COORD_* names in deploy/ that are not coord's: the local
 // cluster script's own settings.
-var notCLI = []string{"COORD_CLUSTER_DIR"}
+var notCLI = []string{"COORD_CLUSTER_DIR", "COORD_CLUSTER_PORT"}
 
 // etcdTLSFiles are the flags that name a certificate, key or CA file.
 var etcdTLSFiles = []string{
