@@ -115,23 +115,8 @@ func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
 		OnUsageError:   UsageErr,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: flagBackend, EnvVars: []string{envBackend}, Value: coord.BackendAuto, Usage: "auto, file or etcd"},
-			&cli.StringFlag{Name: flagLockDir, EnvVars: []string{envLockDir}, Usage: "lock directory of the file backend (default ~/.toolchainkit/locks)"},
-			&cli.StringFlag{Name: flagEndpoints, EnvVars: []string{envEndpoints}, Usage: "etcd endpoints, comma-separated"},
-			&cli.StringFlag{Name: flagFallback, EnvVars: []string{envFallback}, Value: "none", Usage: "none, or file: lock on this host only when etcd is unreachable"},
-			&cli.StringFlag{Name: flagPrefix, EnvVars: []string{envPrefix}, Value: "/toolchainkit", Usage: "etcd key prefix"},
-			&cli.DurationFlag{Name: flagTTL, EnvVars: []string{envTTL}, Value: 10 * time.Second, Usage: "etcd lease TTL, whole seconds, at least 2s"},
-			&cli.DurationFlag{Name: flagDial, EnvVars: []string{envDial}, Value: 5 * time.Second, Usage: "how long to try reaching etcd"},
-			&cli.StringFlag{Name: flagCACert, EnvVars: []string{envCACert}, Usage: "PEM file of the CA that signed etcd's certificate"},
-			&cli.StringFlag{Name: flagCert, EnvVars: []string{envCert}, Usage: "PEM client certificate for etcd"},
-			&cli.StringFlag{Name: flagKey, EnvVars: []string{envKey}, Usage: "PEM client key for etcd"},
-			&cli.StringFlag{Name: flagUser, EnvVars: []string{envUser}, Usage: "etcd user (or user:password)"},
-			&cli.StringFlag{Name: flagPassword, EnvVars: []string{envPassword}, Usage: "etcd password (never logged or shown)"},
-			&cli.StringFlag{Name: flagLogLevel, EnvVars: []string{envLogLevel}, Value: "warn", Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: flagLogFormat, EnvVars: []string{envLogFormat}, Value: "console", Usage: "console or json"},
-		},
-		Commands: []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), server, versionCommand()},
+		Flags:          globalFlags(),
+		Commands:       []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), server, versionCommand()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return Usagef("unknown command %q", c.Args().First())
@@ -235,76 +220,59 @@ func sanitize(s string) string {
 	return b.String()
 }
 
-// NewLogger builds the logger from --log-level and --log-format; it writes
-// to stderr.
+// NewLogger builds the logger from the effective --log-level and
+// --log-format (flag, env var, config file); it writes to stderr.
 func NewLogger(c *cli.Context) (*zap.Logger, error) {
-	// An empty value, such as an exported but empty variable, is the default.
-	level, format := c.String(flagLogLevel), c.String(flagLogFormat)
-	if level == "" {
-		level = "warn"
-	}
-	if format == "" {
-		format = "console"
-	}
-	lvl, err := zapcore.ParseLevel(level)
+	g, cfg, err := loadGlobals(c)
 	if err != nil {
-		return nil, Usagef("--%s: %v", flagLogLevel, err)
+		return nil, err
+	}
+	return g.logger(c.App.ErrWriter, cfg)
+}
+
+// logger builds the logger, then warns about the config files that hold
+// the etcd password and that their group can read. (A group is how one
+// shares a system file with chosen users; a file that anyone can read is
+// refused, see readConfigs.)
+func (g globals) logger(w io.Writer, cfg config) (*zap.Logger, error) {
+	level, format := g[flagLogLevel], g[flagLogFormat]
+	lvl, err := zapcore.ParseLevel(level.text)
+	if err != nil {
+		return nil, Usagef("%s: %v", level.from, err)
 	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	var e zapcore.Encoder
-	switch format {
+	switch format.text {
 	case "console":
 		enc.EncodeLevel = zapcore.CapitalLevelEncoder
 		e = zapcore.NewConsoleEncoder(enc)
 	case "json":
 		e = zapcore.NewJSONEncoder(enc)
 	default:
-		return nil, Usagef("--%s %q: want console or json", flagLogFormat, format)
+		return nil, Usagef("%s %q: want console or json", format.from, format.text)
 	}
-	return zap.New(zapcore.NewCore(e, zapcore.AddSync(c.App.ErrWriter), lvl)), nil
+	log := zap.New(zapcore.NewCore(e, zapcore.AddSync(w), lvl))
+	for _, f := range cfg.groupReadable {
+		log.Warn("the config file holds the etcd password and its group can read it", zap.String("file", f))
+	}
+	return log, nil
 }
 
-// newManager opens the backend that the global flags select. cmd is
+// newManager opens the backend that the global settings select. cmd is
 // recorded as the holder's command line.
 func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, error) {
-	log, err := NewLogger(c)
+	g, fileCfg, err := loadGlobals(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := coord.Config{
-		Backend:     c.String(flagBackend),
-		LockDir:     c.String(flagLockDir),
-		Fallback:    c.String(flagFallback),
-		Prefix:      c.String(flagPrefix),
-		TTL:         c.Duration(flagTTL),
-		DialTimeout: c.Duration(flagDial),
-		CACert:      c.String(flagCACert),
-		Cert:        c.String(flagCert),
-		Key:         c.String(flagKey),
-		Username:    c.String(flagUser),
-		Password:    c.String(flagPassword),
+	log, err := g.logger(c.App.ErrWriter, fileCfg)
+	if err != nil {
+		return nil, nil, err
 	}
-	if cfg.TTL < 2*time.Second || cfg.TTL%time.Second != 0 {
-		return nil, nil, Usagef("--%s %s: want whole seconds, at least 2s", flagTTL, cfg.TTL)
-	}
-	if cfg.DialTimeout <= 0 {
-		return nil, nil, Usagef("--%s %s: must be positive", flagDial, cfg.DialTimeout)
-	}
-	if cfg.Prefix != "" && (!strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/")) {
-		return nil, nil, Usagef("--%s %q: must start with '/' and not end with one", flagPrefix, cfg.Prefix)
-	}
-	if user, pass, ok := strings.Cut(cfg.Username, ":"); ok && cfg.Password == "" {
-		cfg.Username, cfg.Password = user, pass
-	}
-	raw := c.String(flagEndpoints)
-	for _, e := range strings.Split(raw, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			cfg.Endpoints = append(cfg.Endpoints, e)
-		}
-	}
-	if strings.TrimSpace(raw) != "" && len(cfg.Endpoints) == 0 {
-		return nil, nil, Usagef("--%s %q: no endpoint in it", flagEndpoints, raw)
+	cfg, err := g.coordConfig()
+	if err != nil {
+		return nil, nil, err
 	}
 	if cmd == nil {
 		cmd = os.Args
@@ -314,6 +282,60 @@ func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, erro
 		return nil, nil, err
 	}
 	return m, log, nil
+}
+
+// coordConfig checks the settings and makes them a coord.Config. Messages
+// name where a bad value came from: its flag (or env var), or its config
+// file and line.
+func (g globals) coordConfig() (coord.Config, error) {
+	cfg := coord.Config{
+		Backend:  g[flagBackend].text,
+		LockDir:  g[flagLockDir].text,
+		Fallback: g[flagFallback].text,
+		Prefix:   g[flagPrefix].text,
+		CACert:   g[flagCACert].text,
+		Cert:     g[flagCert].text,
+		Key:      g[flagKey].text,
+		Username: g[flagUser].text,
+		Password: g[flagPassword].text,
+	}
+	switch cfg.Backend {
+	case coord.BackendAuto, coord.BackendFile, coord.BackendEtcd:
+	default:
+		return cfg, Usagef("%s %q: want auto, file or etcd", g[flagBackend].from, cfg.Backend)
+	}
+	if cfg.Fallback != "none" && cfg.Fallback != coord.BackendFile {
+		return cfg, Usagef("%s %q: want none or file", g[flagFallback].from, cfg.Fallback)
+	}
+	var err error
+	if cfg.TTL, err = g.duration(flagTTL); err != nil {
+		return cfg, err
+	}
+	if cfg.TTL < 2*time.Second || cfg.TTL%time.Second != 0 {
+		return cfg, Usagef("%s %s: want whole seconds, at least 2s", g[flagTTL].from, cfg.TTL)
+	}
+	if cfg.DialTimeout, err = g.duration(flagDial); err != nil {
+		return cfg, err
+	}
+	if cfg.DialTimeout <= 0 {
+		return cfg, Usagef("%s %s: must be positive", g[flagDial].from, cfg.DialTimeout)
+	}
+	if !strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/") {
+		return cfg, Usagef("%s %q: must start with '/' and not end with one", g[flagPrefix].from, cfg.Prefix)
+	}
+	if user, pass, ok := strings.Cut(cfg.Username, ":"); ok && cfg.Password == "" {
+		cfg.Username, cfg.Password = user, pass
+	}
+	raw := g[flagEndpoints].text
+	for _, e := range strings.Split(raw, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			cfg.Endpoints = append(cfg.Endpoints, e)
+		}
+	}
+	if strings.TrimSpace(raw) != "" && len(cfg.Endpoints) == 0 {
+		return cfg, Usagef("%s %q: no endpoint in it", g[flagEndpoints].from, raw)
+	}
+	return cfg, nil
 }
 
 // timeoutFlag reads a --timeout, refusing negative values.
