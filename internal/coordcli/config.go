@@ -22,8 +22,8 @@ import (
 // Config files hold the settings of the global flags, keyed by flag name.
 // A setting's value is the first non-empty one of: its flag, its env var,
 // the config files, its default. An empty value (an exported but empty
-// variable, `--lock-dir ”`, `lock-dir: ""`) counts as not given, so that
-// it never hides a value below it.
+// variable, an empty flag, `lock-dir:` in a file) counts as not given, so
+// that it never hides a value below it.
 //
 // The files are the --config one (COORD_CONFIG), or else the system's and
 // then the user's, both optional; the user's overrides the system's key by
@@ -86,7 +86,8 @@ func globalFlags() []cli.Flag {
 
 // value is a setting's effective value and where it came from, for
 // messages: "--etcd-ttl" for its flag or env var (and its default), or
-// "FILE:LINE: etcd-ttl" for a config file. It never holds the value.
+// "FILE:LINE: etcd-ttl" for a config file. from never holds the value:
+// messages that must not show one (the password) can still say where.
 type value struct {
 	text string
 	from string
