@@ -59,6 +59,18 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
+	case errors.Is(err, etcdlock.ErrClientCertRequired):
+		return nil, fmt.Errorf("%w: etcd requires a client certificate (--etcd-cert/--etcd-key), and none is configured: %s%s",
+			ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","), hint)
+	case errors.Is(err, etcdlock.ErrUntrustedServer):
+		var x509err x509.UnknownAuthorityError
+		errors.As(err, &x509err)
+		ca := "the CA in --etcd-cacert (" + cfg.CACert + ")"
+		if cfg.CACert == "" {
+			ca = "a CA this host trusts (no --etcd-cacert given)"
+		}
+		return nil, fmt.Errorf("%w: etcd's certificate is not signed by %s: %v: %s%s",
+			ErrBackendUnavailable, ca, x509err, strings.Join(cfg.Endpoints, ","), hint)
 	case errors.Is(err, etcdlock.ErrUnavailable):
 		return nil, fmt.Errorf("%w: %v%s", ErrBackendUnavailable, err, hint)
 	case err != nil:

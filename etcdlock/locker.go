@@ -3,10 +3,12 @@ package etcdlock
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +33,18 @@ var (
 	ErrUnavailable = errors.New("etcd unavailable")
 	// ErrClosed is returned by a Locker after Close.
 	ErrClosed = errors.New("locker is closed")
+
+	// Refusals, each also an ErrUnavailable: what to fix differs.
+
+	// ErrClientCertRequired means etcd asks for a client certificate and
+	// Config.TLS has none.
+	ErrClientCertRequired = errors.New("etcd requires a client certificate")
+	// ErrUntrustedServer means etcd's certificate is not signed by a CA
+	// that Config.TLS trusts; the error also wraps the x509 error.
+	ErrUntrustedServer = errors.New("etcd's certificate is not signed by a trusted CA")
+	// ErrPermissionDenied means etcd's auth refused the user a key under
+	// the prefix.
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // Defaults and bounds.
@@ -59,6 +73,7 @@ type Locker struct {
 	cli    *clientv3.Client
 	lease  clientv3.LeaseID
 	prefix string
+	user   string // whom etcd's auth sees: Config.Username, or the client certificate's CN
 	ttl    time.Duration
 	margin time.Duration // Lost fires this long before the lease could expire
 	op     time.Duration // bound on one cleanup RPC
@@ -105,8 +120,20 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 	defer cancel()
 	// gRPC only says that time ran out: if etcd is slow to answer, find out
 	// why in the meantime, within the same dial timeout.
-	why := make(chan string, 1)
-	probe := time.AfterFunc(cfg.DialTimeout/2, func() { why <- diagnose(gctx, cfg) })
+	// A refusal (see ErrClientCertRequired) is certain: no need to wait
+	// out the rest of the timeout.
+	type verdict struct {
+		why     string
+		refusal error
+	}
+	why := make(chan verdict, 1)
+	probe := time.AfterFunc(cfg.DialTimeout/2, func() {
+		w, refusal := diagnose(gctx, cfg)
+		if refusal != nil {
+			cancel()
+		}
+		why <- verdict{w, refusal}
+	})
 	sent := time.Now()
 	g, err := cli.Grant(gctx, int64(cfg.TTL/time.Second))
 	if !probe.Stop() {
@@ -114,7 +141,10 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		w := <-why
 		if err != nil && ctx.Err() == nil {
 			cli.Close()
-			return nil, fmt.Errorf("%w: %s: %v%s", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err, w)
+			if w.refusal != nil {
+				return nil, fmt.Errorf("%w: %w", ErrUnavailable, w.refusal)
+			}
+			return nil, fmt.Errorf("%w: %s: %v%s", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err, w.why)
 		}
 	}
 	if err != nil {
@@ -129,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		cli:     cli,
 		lease:   g.ID,
 		prefix:  cfg.Prefix,
+		user:    user(cfg),
 		ttl:     ttl,
 		margin:  max(time.Second, ttl/4),
 		op:      min(cfg.DialTimeout, 2*time.Second),
@@ -437,7 +468,7 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 		if err == nil {
 			err = fmt.Errorf("key %s exists already", key)
 		}
-		return nil, fmt.Errorf("%w: queue for %q: %v", ErrUnavailable, name, err)
+		return nil, l.unavailable(fmt.Sprintf("queue for %q", name), err)
 	}
 	rev := resp.Header.Revision
 	if blocked(resp.Responses[1].GetResponseRange().Kvs, rev, shared) {
@@ -458,7 +489,7 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 			case ctx.Err() != nil:
 				return nil, ctxErr(ctx)
 			case err != nil:
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return nil, l.unavailable("", err)
 			}
 			return nil, ErrSessionLost
 		}
@@ -734,7 +765,7 @@ func (k *Lock) putIfHeld(ctx context.Context, key string, value []byte, leased b
 	case err != nil && ctx.Err() != nil:
 		return ctxErr(ctx)
 	case err != nil:
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return k.l.unavailable("", err)
 	case !resp.Succeeded:
 		return ErrNotHeld
 	}
@@ -750,7 +781,7 @@ func (k *Lock) Held(ctx context.Context) error {
 	case err != nil && ctx.Err() != nil:
 		return ctxErr(ctx)
 	case err != nil:
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return k.l.unavailable("", err)
 	case len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != k.rev:
 		return ErrNotHeld
 	}
@@ -794,7 +825,7 @@ func (l *Locker) Inspect(ctx context.Context, name string) (Info, error) {
 	pfx := l.lockPrefix(name)
 	resp, err := l.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
-		return Info{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return Info{}, l.unavailable("", err)
 	}
 	return info(name, pfx, resp.Kvs), nil
 }
@@ -822,7 +853,7 @@ func (l *Locker) List(ctx context.Context) ([]Info, error) {
 	root := l.prefix + "/locks/"
 	resp, err := l.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, l.unavailable("", err)
 	}
 	byName := map[string][]*mvccpb.KeyValue{}
 	for _, kv := range resp.Kvs {
@@ -880,8 +911,13 @@ func (l *Locker) WaitDone(ctx context.Context, id string) error {
 
 // diagnose says why the endpoints do not answer: nothing listening, or the
 // TLS handshake failing. It probes them all at once, until ctx ends.
-func diagnose(ctx context.Context, cfg Config) string {
+// refusal is set when an endpoint refuses us for a reason retrying cannot
+// cure: it asks for a client certificate we do not have
+// (ErrClientCertRequired), or its certificate is not signed by a CA we
+// trust (ErrUntrustedServer, wrapping the x509 error).
+func diagnose(ctx context.Context, cfg Config) (why string, refusal error) {
 	whys := make([]string, len(cfg.Endpoints))
+	refusals := make([]error, len(cfg.Endpoints))
 	var wg sync.WaitGroup
 	for i, e := range cfg.Endpoints {
 		wg.Add(1)
@@ -894,15 +930,8 @@ func diagnose(ctx context.Context, cfg Config) string {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "tcp", host)
 			if err == nil && cfg.TLS != nil {
-				tc := cfg.TLS.Clone()
-				if tc.ServerName == "" {
-					tc.ServerName, _, _ = net.SplitHostPort(host)
-				}
-				tlsc := tls.Client(c, tc)
-				err = tlsc.HandshakeContext(ctx)
-				c = tlsc
-			}
-			if c != nil {
+				refusals[i], err = handshake(ctx, c, host, cfg.TLS)
+			} else if err == nil {
 				c.Close()
 			}
 			if err != nil {
@@ -911,14 +940,98 @@ func diagnose(ctx context.Context, cfg Config) string {
 		}()
 	}
 	wg.Wait()
-	var why []string
-	for _, w := range whys {
+	var ws []string
+	for i, w := range whys {
+		if refusals[i] != nil && refusal == nil {
+			refusal = refusals[i]
+		}
 		if w != "" {
-			why = append(why, w)
+			ws = append(ws, w)
 		}
 	}
-	if len(why) == 0 {
+	if len(ws) == 0 {
+		return "", refusal
+	}
+	return " (" + strings.Join(ws, "; ") + ")", refusal
+}
+
+// handshake runs a TLS handshake on c as a client configured with tc
+// would, and closes c. Without a client certificate of our own it notes
+// whether the server asks for one and, if so, whether the server then
+// refuses us: in the handshake (TLS 1.2), or in an alert after it (TLS
+// 1.3), which it reads once, for at most a second.
+func handshake(ctx context.Context, c net.Conn, host string, tc *tls.Config) (refusal, err error) {
+	defer c.Close()
+	tc = tc.Clone()
+	if tc.ServerName == "" {
+		tc.ServerName, _, _ = net.SplitHostPort(host)
+	}
+	asked := false
+	if len(tc.Certificates) == 0 && tc.GetClientCertificate == nil {
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			asked = true
+			return &tls.Certificate{}, nil
+		}
+	}
+	tlsc := tls.Client(c, tc)
+	err = tlsc.HandshakeContext(ctx)
+	var unknown x509.UnknownAuthorityError
+	if errors.As(err, &unknown) {
+		return fmt.Errorf("%w: %w", ErrUntrustedServer, unknown), err
+	}
+	if err == nil && asked {
+		stop := context.AfterFunc(ctx, func() { tlsc.SetReadDeadline(time.Now()) })
+		defer stop()
+		tlsc.SetReadDeadline(time.Now().Add(time.Second))
+		_, err = tlsc.Read(make([]byte, 1))
+	}
+	// crypto/tls reports an alert from the peer as a "remote error".
+	var alert *net.OpError
+	switch {
+	case asked && errors.As(err, &alert) && alert.Op == "remote error":
+		return ErrClientCertRequired, err
+	case asked && errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, nil // it took us without a certificate
+	}
+	return nil, err
+}
+
+// unavailable wraps the error of a request in ErrUnavailable, after what
+// was being done; a request etcd's auth refused says who may not use the
+// prefix, and is an ErrPermissionDenied.
+func (l *Locker) unavailable(what string, err error) error {
+	if errors.Is(err, rpctypes.ErrPermissionDenied) {
+		if l.user == "" {
+			return fmt.Errorf("%w: etcd's auth refuses this client prefix %s: %w", ErrUnavailable, l.prefix, ErrPermissionDenied)
+		}
+		return fmt.Errorf("%w: etcd user %q may not use prefix %s: %w", ErrUnavailable, l.user, l.prefix, ErrPermissionDenied)
+	}
+	if what != "" {
+		return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// user is whom etcd's auth takes us for: the user we log in as, or else
+// the CN of our client certificate (etcd maps one to the user of that
+// name); "" if neither.
+func user(cfg Config) string {
+	if cfg.Username != "" {
+		return cfg.Username
+	}
+	if cfg.TLS == nil || len(cfg.TLS.Certificates) == 0 {
 		return ""
 	}
-	return " (" + strings.Join(why, "; ") + ")"
+	c := cfg.TLS.Certificates[0]
+	if c.Leaf != nil {
+		return c.Leaf.Subject.CommonName
+	}
+	if len(c.Certificate) == 0 {
+		return ""
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return ""
+	}
+	return leaf.Subject.CommonName
 }
