@@ -4,6 +4,8 @@ package integration_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,15 +25,42 @@ import (
 // an etcd that does not answer, etcd settings given wrong, and coord's own
 // `coord server`.
 
-// etcdClient returns a client of be's etcd, closed when the test ends.
+// etcdClient returns a client of be's etcd, closed when the test ends. On
+// a backend with TLS it is the admin, who may read and write every key.
 func etcdClient(t *testing.T, be *backend) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{be.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cfg := clientv3.Config{Endpoints: strings.Split(be.endpoint, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	if be.caCert != "" {
+		cfg.TLS = adminTLS(t, be)
+	}
+	c, err := clientv3.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// adminTLS is the TLS configuration of be's admin: be's CA, the admin's
+// client certificate.
+func adminTLS(t *testing.T, be *backend) *tls.Config {
+	t.Helper()
+	pem, err := os.ReadFile(be.caCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+	if !tc.RootCAs.AppendCertsFromPEM(pem) {
+		t.Fatalf("%s: no PEM certificate in it", be.caCert)
+	}
+	if be.adminCert != "" {
+		c, err := tls.LoadX509KeyPair(be.adminCert, be.adminKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return tc
 }
 
 // etcdRevision returns the current revision of be's etcd.
@@ -118,8 +147,8 @@ func TestEtcdctlInterop(t *testing.T) {
 		// etcdctl lock KEY -- CMD: etcdctl runs CMD while it holds KEY.
 		// Without "--" it would take sh's -c for a flag of its own.
 		ctl := func(script string) *proc {
-			return start(t, w.root, w.env("ETCDCTL_API=3"), etcdctl, "--endpoints", be.endpoint,
-				"lock", w.prefix+"/locks/ix", "--", "sh", "-c", script)
+			args := append(be.etcdctlArgs(), "lock", w.prefix+"/locks/ix", "--", "sh", "-c", script)
+			return start(t, w.root, w.env("ETCDCTL_API=3"), etcdctl, args...)
 		}
 		const hold = `date +%s%N > $1.start; while [ ! -e $1.go ]; do sleep 0.01; done; date +%s%N > $1.end`
 

@@ -8,9 +8,16 @@
 // subtests over every backend in backends — "file" (a fresh lock directory
 // per test), "etcd-embedded" (one embedded etcd, started by TestMain) and,
 // when an etcd binary is installed (Debian's etcd-server 3.4),
-// "etcd-system", an etcd that nobody here built. On etcd each test gets a
-// key prefix of its own. Behaviours that exist only on one backend say so
-// and skip on the others.
+// "etcd-system", an etcd that nobody here built, and, when
+// COORD_TEST_CLUSTER_ENV names the coord.env that deploy/local-cluster.sh
+// up wrote, "etcd-cluster": that 3-member cluster, reached with mutual TLS
+// as its coord user, who may use keys under the cluster's prefix only. On
+// etcd each test gets a key prefix of its own. Behaviours that exist only
+// on one backend say so and skip on the others.
+//
+// COORD_TEST_BACKENDS (names, comma-separated) limits the per-backend
+// subtests to those backends; make integration-cluster runs the suite on
+// etcd-cluster alone.
 package integration_test
 
 import (
@@ -22,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,11 +46,50 @@ var coordBin string
 
 // backend is one backend the contract suite runs against.
 type backend struct {
-	name     string // "file", "etcd-embedded", "etcd-system"
-	endpoint string // etcd client URL; "" for the file backend
+	name     string // "file", "etcd-embedded", "etcd-system", "etcd-cluster"
+	endpoint string // etcd client URLs, comma-separated; "" for the file backend
+
+	// On etcd-cluster: the key prefix the coord user may use, and PEM
+	// files: the CA, coord's client certificate and key, and an admin's
+	// (the cluster's root) for test helpers that look outside the
+	// prefix; all "" elsewhere.
+	prefix              string
+	caCert, cert, key   string
+	adminCert, adminKey string
+	dir                 string // local-cluster.sh's state: members' pid files
 }
 
 func (b *backend) etcd() bool { return b.endpoint != "" }
+
+// tlsEnv is the TLS part of the environment of a process on b.
+func (b *backend) tlsEnv() []string {
+	if b.caCert == "" && b.cert == "" {
+		return nil
+	}
+	return []string{"COORD_ETCD_CACERT=" + b.caCert, "COORD_ETCD_CERT=" + b.cert, "COORD_ETCD_KEY=" + b.key}
+}
+
+// etcdctlArgs are etcdctl's flags to reach b as the coord user.
+func (b *backend) etcdctlArgs() []string {
+	a := []string{"--endpoints", b.endpoint}
+	if b.caCert != "" {
+		a = append(a, "--cacert", b.caCert)
+	}
+	if b.cert != "" {
+		a = append(a, "--cert", b.cert, "--key", b.key)
+	}
+	return a
+}
+
+// envBackends is COORD_TEST_BACKENDS: the backends whose subtests run;
+// empty means all.
+const envBackends = "COORD_TEST_BACKENDS"
+
+// selected reports whether b's subtests run (see envBackends).
+func (b *backend) selected() bool {
+	only := os.Getenv(envBackends)
+	return only == "" || slices.Contains(strings.Split(only, ","), b.name)
+}
 
 // backends are the backends of this run: TestMain adds the etcd servers.
 var backends = []*backend{{name: "file"}}
@@ -56,7 +103,9 @@ const etcdTTL = 3 * time.Second
 func eachBackend(t *testing.T, f func(t *testing.T, be *backend)) {
 	t.Helper()
 	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) { f(t, be) })
+		if be.selected() {
+			t.Run(be.name, func(t *testing.T) { f(t, be) })
+		}
 	}
 }
 
@@ -65,7 +114,7 @@ func eachBackend(t *testing.T, f func(t *testing.T, be *backend)) {
 func etcdBackends(t *testing.T, f func(t *testing.T, be *backend)) {
 	t.Helper()
 	for _, be := range backends {
-		if be.etcd() {
+		if be.etcd() && be.selected() {
 			t.Run(be.name, func(t *testing.T) { f(t, be) })
 		}
 	}
@@ -107,16 +156,19 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	emb, err := etcdtest.StartEmbedded(filepath.Join(tmp, "embedded"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "embedded etcd:", err)
-		return 1
+	if be := (&backend{name: "etcd-embedded"}); be.selected() {
+		emb, err := etcdtest.StartEmbedded(filepath.Join(tmp, "embedded"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "embedded etcd:", err)
+			return 1
+		}
+		defer emb.Stop()
+		be.endpoint = emb.Endpoint
+		backends = append(backends, be)
 	}
-	defer emb.Stop()
-	backends = append(backends, &backend{name: "etcd-embedded", endpoint: emb.Endpoint})
 	// An installed etcd must start: a present binary that fails is a
 	// failure, not a reason to test less.
-	if etcdtest.SystemBinary() != "" {
+	if etcdtest.SystemBinary() != "" && (&backend{name: "etcd-system"}).selected() {
 		if err := os.Mkdir(filepath.Join(tmp, "system"), 0o700); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -128,6 +180,14 @@ func buildAndRun(m *testing.M) int {
 		}
 		defer sys.Stop()
 		backends = append(backends, &backend{name: "etcd-system", endpoint: sys.Endpoint})
+	}
+	if path := os.Getenv(envClusterEnv); path != "" {
+		be, err := clusterBackend(path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%s: %v\n", envClusterEnv, path, err)
+			return 1
+		}
+		backends = append(backends, be)
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -147,6 +207,52 @@ func buildAndRun(m *testing.M) int {
 	return m.Run()
 }
 
+// envClusterEnv names the coord.env of a running deploy/local-cluster.sh
+// cluster: its settings make the backend "etcd-cluster".
+const envClusterEnv = "COORD_TEST_CLUSTER_ENV"
+
+// clusterBackend is the backend of the cluster whose coord settings
+// (KEY=VALUE lines, as local-cluster.sh writes them) are in path; the
+// root.env beside it, if any, gives the admin's certificate.
+func clusterBackend(path string) (*backend, error) {
+	env, err := readEnvFile(path)
+	if err != nil {
+		return nil, err
+	}
+	be := &backend{name: "etcd-cluster", endpoint: env["COORD_ETCD_ENDPOINTS"], prefix: env["COORD_ETCD_PREFIX"],
+		caCert: env["COORD_ETCD_CACERT"], cert: env["COORD_ETCD_CERT"], key: env["COORD_ETCD_KEY"], dir: filepath.Dir(path)}
+	if be.endpoint == "" {
+		return nil, errors.New("no COORD_ETCD_ENDPOINTS in it")
+	}
+	be.adminCert, be.adminKey = be.cert, be.key
+	if root, err := readEnvFile(filepath.Join(be.dir, "root.env")); err == nil {
+		be.adminCert, be.adminKey = root["ETCDCTL_CERT"], root["ETCDCTL_KEY"]
+	}
+	return be, nil
+}
+
+// readEnvFile reads KEY=VALUE lines; blank lines and # comments are
+// skipped, values are taken as they are (no quotes, no expansion).
+func readEnvFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{}
+	for i, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: want KEY=VALUE, got %q", path, i+1, l)
+		}
+		env[k] = v
+	}
+	return env, nil
+}
+
 // workerConfig is the library's view of the environment that env gives
 // every process: the same backend, lock dir, endpoints, prefix and TTL as
 // the CLI would use.
@@ -155,6 +261,9 @@ func workerConfig() (coord.Config, error) {
 		Backend: os.Getenv("COORD_BACKEND"),
 		LockDir: os.Getenv("COORD_LOCK_DIR"),
 		Prefix:  os.Getenv("COORD_ETCD_PREFIX"),
+		CACert:  os.Getenv("COORD_ETCD_CACERT"),
+		Cert:    os.Getenv("COORD_ETCD_CERT"),
+		Key:     os.Getenv("COORD_ETCD_KEY"),
 	}
 	if e := os.Getenv("COORD_ETCD_ENDPOINTS"); e != "" {
 		cfg.Endpoints = strings.Split(e, ",")
@@ -292,7 +401,8 @@ type proc struct {
 
 // world is one test's own corner of one backend: a lock directory <root>/locks
 // (the file backend's locks; on etcd it stays unused), root for the test's
-// other files, and on etcd a key prefix nobody else uses.
+// other files, and on etcd a key prefix nobody else uses (under the
+// backend's prefix, if it has one).
 type world struct {
 	t      *testing.T
 	be     *backend
@@ -310,7 +420,7 @@ func newWorld(t *testing.T, be *backend) *world {
 	root := t.TempDir()
 	w := &world{t: t, be: be, dir: filepath.Join(root, "locks"), root: root}
 	if be.etcd() {
-		w.prefix = fmt.Sprintf("/t/%s/%d", t.Name(), prefixSeq.Add(1))
+		w.prefix = fmt.Sprintf("%s/t/%s/%d", be.prefix, t.Name(), prefixSeq.Add(1))
 	}
 	return w
 }
@@ -331,13 +441,14 @@ func cleanEnv() []string {
 }
 
 // env is the environment of every process of the world: the backend, the
-// lock dir and on etcd the endpoint, the world's prefix and a TTL of
-// etcdTTL; COORD is the CLI. extra comes last and wins.
+// lock dir and on etcd the endpoints, the world's prefix, a TTL of
+// etcdTTL and the TLS files; COORD is the CLI. extra comes last and wins.
 func (w *world) env(extra ...string) []string {
 	e := append(cleanEnv(), "COORD_LOCK_DIR="+w.dir, "COORD="+coordBin)
 	if w.be.etcd() {
 		e = append(e, "COORD_BACKEND=etcd", "COORD_ETCD_ENDPOINTS="+w.be.endpoint,
 			"COORD_ETCD_PREFIX="+w.prefix, "COORD_ETCD_TTL="+etcdTTL.String())
+		e = append(e, w.be.tlsEnv()...)
 	} else {
 		e = append(e, "COORD_BACKEND=file")
 	}

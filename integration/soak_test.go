@@ -78,7 +78,7 @@ func soak(t *testing.T, be *backend, d time.Duration) string {
 	env := func(sw *soakWorker) []string {
 		e := w.env(envWorker+"=fenced", envWorkerDir+"="+w.dir, envWorkerIter+"=1000000000")
 		if sw.proxy != nil {
-			e = append(e, "COORD_ETCD_ENDPOINTS="+sw.proxy.Endpoint(), "COORD_ETCD_TTL="+soakTTL.String(), "COORD_ETCD_DIAL_TIMEOUT=1s")
+			e = append(e, "COORD_ETCD_ENDPOINTS="+be.via(sw.proxy), "COORD_ETCD_TTL="+soakTTL.String(), "COORD_ETCD_DIAL_TIMEOUT=1s")
 		}
 		return e
 	}
@@ -90,12 +90,7 @@ func soak(t *testing.T, be *backend, d time.Duration) string {
 	for i := range workers {
 		workers[i] = &soakWorker{}
 		if be.etcd() {
-			px, err := etcdtest.StartProxy(strings.TrimPrefix(be.endpoint, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { px.Close() })
-			workers[i].proxy = px
+			workers[i].proxy = startProxy(t, be)
 		}
 		launch(workers[i])
 	}
