@@ -54,8 +54,9 @@ func TestEtcdTLS(t *testing.T) {
 		say     string
 	}{
 		{"mutual TLS", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, certs.ClientCert, certs.ClientKey }, nil, ""},
-		{"wrong CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = other.CA, certs.ClientCert, certs.ClientKey }, coord.ErrBackendUnavailable, "certificate"},
-		{"no client certificate", func(c *coord.Config) { c.CACert = certs.CA }, coord.ErrBackendUnavailable, ""},
+		{"wrong CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = other.CA, certs.ClientCert, certs.ClientKey }, coord.ErrBackendUnavailable, "etcd's certificate is not signed by the CA in --etcd-cacert (" + other.CA + "): x509: "},
+		// TLS 1.3: etcd (Go) refuses in an alert after the handshake.
+		{"no client certificate", func(c *coord.Config) { c.CACert = certs.CA }, coord.ErrBackendUnavailable, "etcd requires a client certificate (--etcd-cert/--etcd-key)"},
 		{"client certificate of another CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, other.ClientCert, other.ClientKey }, coord.ErrBackendUnavailable, ""},
 		{"missing CA file", func(c *coord.Config) { c.CACert = filepath.Join(t.TempDir(), "none.pem") }, coord.ErrInvalidArgument, "CA certificate"},
 		{"key without certificate", func(c *coord.Config) { c.CACert, c.Key = certs.CA, certs.ClientKey }, coord.ErrInvalidArgument, "go together"},
@@ -94,6 +95,13 @@ func TestEtcdAuth(t *testing.T) {
 	for _, step := range []func() error{
 		func() error { _, err := c.UserAdd(ctx, "root", "s3cret-root"); return err },
 		func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := c.UserAdd(ctx, "limited", "s3cret-limited"); return err },
+		func() error { _, err := c.RoleAdd(ctx, "mine"); return err },
+		func() error {
+			_, err := c.RoleGrantPermission(ctx, "mine", "/mine/", clientv3.GetPrefixRangeEnd("/mine/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := c.UserGrantRole(ctx, "limited", "mine"); return err },
 		func() error { _, err := c.AuthEnable(ctx); return err },
 	} {
 		if err := step(); err != nil {
@@ -109,9 +117,23 @@ func TestEtcdAuth(t *testing.T) {
 	if strings.Contains(err.Error(), "wrong-password") {
 		t.Fatalf("the error shows the password: %v", err)
 	}
+	// A user outside the prefix it may use: refused at its first request,
+	// naming the user and the prefix.
+	limited := etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, Username: "limited", Password: "s3cret-limited", Prefix: "/other"})
+	_, err = limited.Lock(ctx, "auth")
+	if want := `etcd user "limited" may not use prefix /other: permission denied`; !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Lock outside the permitted prefix = %v; want ErrBackendUnavailable saying %q", err, want)
+	}
+	limited = etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, Username: "limited", Password: "s3cret-limited", Prefix: "/mine"})
+	l, err := limited.Lock(ctx, "auth")
+	if err != nil {
+		t.Fatalf("Lock inside the permitted prefix: %v", err)
+	}
+	l.Unlock()
+
 	cfg.Password = "s3cret-root"
 	m := etcdManager(t, cfg)
-	l, err := m.Lock(ctx, "auth")
+	l, err = m.Lock(ctx, "auth")
 	if err != nil {
 		t.Fatal(err)
 	}
