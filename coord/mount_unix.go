@@ -13,7 +13,9 @@ import (
 // same file system is not told apart.
 func mountPoint(dir string) bool {
 	var st, parent unix.Stat_t
-	if unix.Lstat(dir, &st) != nil || unix.Lstat(filepath.Dir(dir), &parent) != nil {
+	// The parent may be a symbolic link to a directory elsewhere: compare
+	// with the directory it leads to, where dir really is.
+	if unix.Lstat(dir, &st) != nil || unix.Stat(filepath.Dir(dir), &parent) != nil {
 		return false
 	}
 	return st.Dev != parent.Dev

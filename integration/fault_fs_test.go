@@ -254,6 +254,14 @@ func TestFSDestOtherFileSystem(t *testing.T) {
 	if got := dirNames(t, other); !slices.Equal(got, []string{"dl"}) || !coord.Complete(filepath.Join(other, "dl")) {
 		t.Errorf("%s holds %q, complete %v; want the complete dest alone", other, got, coord.Complete(filepath.Join(other, "dl")))
 	}
+	// An incomplete dest there (an empty directory) is no mount point: it
+	// is replaced.
+	if err := os.Mkdir(filepath.Join(other, "dl3"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := w.runCoord("download", "tc3", filepath.Join(w.path("link"), "dl3"), "--", "sh", "-c", `echo payload > "$COORD_DEST/f"`); code != 0 || !coord.Complete(filepath.Join(other, "dl3")) {
+		t.Fatalf("download into an incomplete dest below a symlinked parent: exit %d; want 0 and a complete dest:\n%s", code, out)
+	}
 }
 
 // fileBackend is the file backend of the contract suite.
