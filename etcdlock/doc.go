@@ -2,7 +2,7 @@
 // on every host that reaches one etcd cluster.
 //
 // A Locker holds one session: a lease (TTL 10s by default) that it renews
-// three times within the span it trusts the lease for (TTL minus the Lost
+// every third of the span it trusts the lease for (TTL minus the Lost
 // margin) while the process lives, and revokes on Close. Lock NAME is
 // the key prefix <prefix>/locks/<NAME>/, NAME escaped so that no lock's
 // prefix is a prefix of another's ('/' and '%' become %2F and %25; other

@@ -278,12 +278,14 @@ func ctxErr(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// keepAlive renews the lease three times within each span the lease is
-// trusted for (TTL − margin), so that two slow or lost keep-alives in a row
-// still leave a third chance, and closes lost when the lease is gone or may
-// be. The lease's expiry is counted from when the last
-// successful request was sent, not from when its answer came: the server
-// renewed it in between. Only this goroutine knows it.
+// keepAlive renews the lease every (TTL − margin)/3, the span the lease is
+// trusted for divided by three, and after a failure retries on the same
+// cadence counted from when the failed request was sent (at most every
+// 500 ms), so that a renewal that fails or times out is retried before the
+// lease is given up. It closes lost when the lease is gone or may be. The
+// lease's expiry is counted from when the last successful request was
+// sent, not from when its answer came: the server renewed it in between.
+// Only this goroutine knows it.
 func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 	defer l.wg.Done()
 	every := (l.ttl - l.margin) / 3
@@ -325,7 +327,7 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 			return
 		default:
 			l.log.Info("etcd keep-alive failed; retrying", zap.Error(err))
-			next = min(every, 500*time.Millisecond)
+			next = max(0, min(every, 500*time.Millisecond)-time.Since(sent))
 		}
 	}
 }

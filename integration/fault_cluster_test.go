@@ -30,7 +30,7 @@ import (
 // from a member's death on. Measured here: 0.1–0.25 s when the leader
 // dies, except 2.8–2.9 s when the holder's release was a proposal lost
 // with the leader (the delete times out after the 2 s cleanup bound; the
-// keep-alive loop deletes the key on its next success, ≤ TTL/3 later); a
+// keep-alive loop deletes the key on its next success, ≤ (TTL − margin)/3 later); a
 // dead follower costs under 0.12 s. Slower still, a holder whose session
 // is given up leaves its key to its lease, which a new leader renews when
 // elected (etcd #9395): TTL + an election + the server's 0.5 s expiry scan,
@@ -314,7 +314,7 @@ func TestClusterLeaseLeaderChange(t *testing.T) {
 	const trials = 5
 	c := startCluster(t, 3)
 	w := clusterWorld(t, c)
-	// A holder with keep-alives every TTL/3 and Lost at TTL − 1 s has its
+	// A holder with keep-alives every (TTL − margin)/3 and Lost at TTL − 1 s has its
 	// lease for at least 1 s after any moment it still held the lock.
 	const floor = time.Second
 	const slack = 2 * time.Second

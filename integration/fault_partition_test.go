@@ -267,7 +267,7 @@ func partitionHolder(t *testing.T, be *backend, m *durations) bool {
 	}
 	token := mustInt(t, w.path("granted"))
 	other := start(t, w.root, w.partitionEnv("wait"), os.Args[0])
-	// At a random phase of the keep-alive cycle (every TTL/3).
+	// At a random phase of the keep-alive cycle (every (TTL − margin)/3).
 	time.Sleep(rand.N(faultTTL / 2))
 	cut := time.Now()
 	proxy.Cut()
