@@ -158,11 +158,11 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 		// (taking back its etcd key is a request per waiter; waiting for
 		// it would make the last of many waiters return late).
 		cancel()
-		go func() {
+		c.m.background(func() {
 			if r := <-shared; r.l != nil {
 				r.l.Unlock()
 			}
-		}()
+		})
 		return nil
 	}
 	cancel()

@@ -248,3 +248,4 @@ func TestEtcdCommitAfterTakeover(t *testing.T) {
 		t.Fatal("the stale downloader published")
 	}
 }
+

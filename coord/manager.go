@@ -86,6 +86,7 @@ type Manager struct {
 
 	mu     sync.Mutex
 	closed bool
+	bg     sync.WaitGroup // work that outlives a call (see waitDownloader); Close waits for it
 }
 
 // New returns a Manager on the backend that cfg selects. With etcd
@@ -187,12 +188,32 @@ func (m *Manager) LostMargin() time.Duration {
 // or until their lease ends (etcd).
 func (m *Manager) Close() error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return nil
 	}
 	m.closed = true
-	return m.b.close()
+	m.mu.Unlock()
+	err := m.b.close()
+	m.bg.Wait()
+	return err
+}
+
+// background runs f in a goroutine that Close waits for; once the Manager
+// is closed it runs f at once.
+func (m *Manager) background(f func()) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		f()
+		return
+	}
+	m.bg.Add(1) // before Close can wait: it sets closed first
+	m.mu.Unlock()
+	go func() {
+		defer m.bg.Done()
+		f()
+	}()
 }
 
 // LockOption modifies one lock request.
