@@ -248,4 +248,3 @@ func TestEtcdCommitAfterTakeover(t *testing.T) {
 		t.Fatal("the stale downloader published")
 	}
 }
-
