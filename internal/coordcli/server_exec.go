@@ -1,12 +1,12 @@
 package coordcli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -23,9 +23,10 @@ const serverBinary = "coord-server"
 // itself over and over.
 const envServerExec = "COORD_SERVER_EXEC"
 
-// execServer is the `server` command of plain coord: it replaces this
-// process with coord-server, found beside coord or on PATH, with the same
-// arguments (coord-server is coord with the server linked in).
+// execServer is the `server` command of plain coord: it runs coord-server,
+// found beside coord or on PATH, instead of this process (see runInstead),
+// with the same arguments (coord-server is coord with the server linked
+// in).
 func execServer(args []string) *cli.Command {
 	return &cli.Command{
 		Name:            "server",
@@ -40,7 +41,10 @@ func execServer(args []string) *cli.Command {
 				return err
 			}
 			env := append(os.Environ(), envServerExec+"="+path)
-			err = syscall.Exec(path, append([]string{path}, args[1:]...), env)
+			err = runInstead(path, append([]string{path}, args[1:]...), env)
+			if err == nil || errors.As(err, new(*childExit)) {
+				return err
+			}
 			return fmt.Errorf("%w: run %s: %v", coord.ErrBackendUnavailable, path, err)
 		}),
 	}

@@ -26,7 +26,9 @@ import (
 	"syscall"
 )
 
-// Exit statuses, as coord's.
+// Exit statuses: coord's own (internal/coordcli decides them for coord;
+// these are the few the guard can end with before CMD runs), and the
+// shell's for a command that cannot be run.
 const (
 	exitUsage       = 64
 	exitInterrupted = 130
@@ -60,7 +62,7 @@ func Main(args []string, stderr io.Writer) int {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		// coord found CMD a moment ago: this is a rare race.
-		fmt.Fprintf(stderr, "coord: run %q: %v\n", args[2], err)
+		fmt.Fprintf(stderr, "coord: run %q: %q\n", args[2], err.Error()) // quoted: no control character reaches the terminal
 		if errors.Is(err, os.ErrPermission) {
 			return exitNotExec
 		}
