@@ -102,9 +102,6 @@ func testLibraryCounter(t *testing.T, be *backend) {
 	}
 }
 
-// 3. A holder killed with SIGKILL frees the lock — at once on the file
-// backend, once its lease expires on etcd — and its command dies with it
-// at once on both (Linux: parent-death signal and the guard).
 // parentName returns the command name of pid's parent (Linux).
 func parentName(t *testing.T, pid int) string {
 	t.Helper()
@@ -121,6 +118,9 @@ func parentName(t *testing.T, pid int) string {
 	return strings.TrimSpace(string(comm))
 }
 
+// 3. A holder killed with SIGKILL frees the lock — at once on the file
+// backend, once its lease expires on etcd — and its command dies with it
+// at once on both (Linux: parent-death signal and the guard).
 func TestKilledHolderReleases(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be *backend) { testKilledHolderReleases(t, be, coordBin) })
 	// Without coord-guard beside it, coord guards its command itself.

@@ -193,9 +193,12 @@ func soakHolds(t *testing.T, path string, killedAt map[int]int64) []hold {
 	var holds []hold
 	for _, l := range lines(t, path) {
 		f := strings.Fields(l)
+		if len(f) != 3 {
+			t.Fatalf("inout log line %q", l)
+		}
 		pid, err1 := strconv.Atoi(f[1])
 		ts, err2 := strconv.ParseInt(f[2], 10, 64)
-		if len(f) != 3 || err1 != nil || err2 != nil {
+		if err1 != nil || err2 != nil {
 			t.Fatalf("inout log line %q", l)
 		}
 		if f[0] == "+" {

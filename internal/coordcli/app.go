@@ -126,6 +126,8 @@ func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 	}
 }
 
+// UsageErr is the OnUsageError of every command: a flag that does not
+// parse is a usage error (exit 64).
 func UsageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
 
 // usageError marks a mistake in how coord was called (exit 64).
@@ -134,6 +136,7 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
+// Usagef returns a usage error (exit 64).
 func Usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
 
 // childExit carries the status of the command coord ran.
@@ -157,6 +160,8 @@ type actionError struct{ err error }
 func (e *actionError) Error() string { return e.err.Error() }
 func (e *actionError) Unwrap() error { return e.err }
 
+// Action wraps a command's action so that its errors are told apart from
+// those of parsing the command line (see exitCode).
 func Action(fn func(*cli.Context) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if err := fn(c); err != nil {
