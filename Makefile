@@ -25,7 +25,8 @@ test: lint cross
 # cluster is torn down whatever the outcome; the status shown before that
 # includes the dead member.
 CLUSTER_DIR ?= /tmp/coord-cluster-test
-CLUSTER_PORT ?= 33379
+# Below Linux's ephemeral ports (32768-), which outgoing connections take.
+CLUSTER_PORT ?= 31379
 CLUSTER_SKIP ?= ^Test(EtcdUnreachable|CLICounterCoordServer|ServerBinaryMissing|Cluster(LeaderKilled|ConnectedMemberKilled|LeaseLeaderChange)|FS.*|PauseHolderFile)$$
 integration-cluster:
 	@export COORD_CLUSTER_DIR=$(CLUSTER_DIR) COORD_CLUSTER_PORT=$(CLUSTER_PORT); \

@@ -12,7 +12,8 @@
 # Settings (environment):
 #   COORD_CLUSTER_DIR   state: certificates, data, logs, pids (/tmp/coord-cluster)
 #   COORD_CLUSTER_PORT  first loopback port (32379); member i serves clients
-#                       on PORT+2i and peers on PORT+2i+1, so 6 ports in all
+#                       on PORT+2i and peers on PORT+2i+1, so 6 ports in all;
+#                       best below the ephemeral range (Linux: from 32768)
 #   COORD_PREFIX        coord's key prefix (/toolchainkit); the coord user
 #                       may use PREFIX/ and nothing else
 #
@@ -153,17 +154,32 @@ start_member() {
 	echo $! >"$DIR/$m.pid"
 }
 
-# wait_healthy: until every member answers and agrees on a leader, 30 s
-# at most.
+# wait_healthy: until every member answers and agrees on a leader, about
+# 30 s at most; it gives up at once when a member exits (a port in use).
 wait_healthy() {
-	i=0
-	until ctl root endpoint health >/dev/null 2>&1; do
-		i=$((i + 1))
-		if [ $i -ge 150 ] || [ -z "$(running)" ]; then
-			return 1
-		fi
+	deadline=$(($(date +%s) + 30))
+	until ctl root --dial-timeout 1s --command-timeout 2s endpoint health >/dev/null 2>&1; do
+		for m in $MEMBERS; do
+			[ -n "$(member_pid "$m")" ] || die "member $m exited; its log: $DIR/$m.log"
+		done
+		[ "$(date +%s)" -lt "$deadline" ] || die "the cluster did not become healthy within 30 s"
 		sleep 0.2
 	done
+}
+
+# warn_ports: a port in the kernel's ephemeral range can be taken at any
+# moment by an outgoing connection's local end, and a member then fails to
+# start ("address already in use").
+warn_ports() {
+	r=/proc/sys/net/ipv4/ip_local_port_range
+	[ -r $r ] || return 0
+	# dash's read stops early on /proc files: split the whole of it.
+	# shellcheck disable=SC2046
+	set -- $(cat $r)
+	lo=$1 hi=$2
+	if [ $((PORT + 5)) -ge "$lo" ] && [ "$PORT" -le "$hi" ]; then
+		echo "local-cluster: warning: ports $PORT-$((PORT + 5)) overlap the ephemeral range $lo-$hi; an outgoing connection may hold one" >&2
+	fi
 }
 
 setup_auth() {
@@ -236,6 +252,7 @@ up() {
 		die "$DIR exists but no member runs (a cluster that died?); '$0 down' removes it"
 	fi
 	install_etcd
+	warn_ports
 	mkdir -p "$DIR"
 	# A failed up leaves nothing behind.
 	trap 'rc=$?; if [ $rc -ne 0 ]; then for m in $MEMBERS; do [ -f "$DIR/$m.log" ] && { echo "--- $m.log:"; tail -n 5 "$DIR/$m.log"; }; done >&2; stop; rm -rf "$DIR"; fi' EXIT
@@ -243,7 +260,7 @@ up() {
 	for m in $MEMBERS; do
 		start_member "$m"
 	done
-	wait_healthy || die "the cluster did not become healthy within 30 s"
+	wait_healthy
 	setup_auth >/dev/null
 	write_env
 	trap - EXIT

@@ -114,12 +114,17 @@ func TestLocalClusterRefusals(t *testing.T) {
 }
 
 // The cluster's leader is killed (SIGKILL) while coord processes, CLI
-// and library, take a lock on it in a loop: none fails and no increment
-// is lost, and the two members left elect a leader. The member stays
-// dead: every later test of the run meets a cluster with one member
-// down, with all three endpoints configured. It kills only with
-// COORD_TEST_CLUSTER_KILL=1 and only while all three members are up,
-// so that a second run cannot take quorum away.
+// and library, take a lock on it in a loop: the two members left elect a
+// leader, no increment is lost and every process finishes its loop. A
+// request in flight while there is no leader can fail closed: coord exits
+// 69 (Lock returns ErrBackendUnavailable) without running anything, as in
+// the cluster fault tests; the loops retry those, and the test checks
+// that they came only after the kill and within the election's reach
+// (clusterRetryWindow), never later. The member stays dead: every later
+// test of the run meets a cluster with one member down, with all three
+// endpoints configured. It kills only with COORD_TEST_CLUSTER_KILL=1 and
+// only while all three members are up, so that a second run cannot take
+// quorum away.
 func TestLocalClusterMemberKilled(t *testing.T) {
 	clusterBackends(t, func(t *testing.T, be *backend) {
 		if os.Getenv(envClusterKill) != "1" {
@@ -161,11 +166,14 @@ func TestLocalClusterMemberKilled(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		const loop = `i=0; while [ $i -lt "$ITERS" ]; do "$COORD" lock counter -- sh -c "$SCRIPT" || exit $?; i=$((i+1)); done`
+		// Exit 69: nothing ran; noted in retries and run again.
+		const loop = `i=0; while [ $i -lt "$ITERS" ]; do "$COORD" lock counter -- sh -c "$SCRIPT" 2>err; rc=$?; ` +
+			`if [ $rc = 69 ]; then echo "$(date +%s%N) $(cat err)" >> retries; continue; fi; ` +
+			`[ $rc = 0 ] || { cat err >&2; exit $rc; }; i=$((i+1)); done`
 		var ps []*proc
 		for range procs {
 			ps = append(ps, start(t, cli.root, cli.env("ITERS="+strconv.Itoa(iters), "SCRIPT=n=$(cat counter); echo $((n+1)) > counter"), "/bin/sh", "-c", loop))
-			ps = append(ps, start(t, lib.root, lib.env(envWorker+"=counter", envWorkerDir+"="+lib.dir, envWorkerIter+"="+strconv.Itoa(iters)), os.Args[0]))
+			ps = append(ps, start(t, lib.root, lib.env(envWorker+"=counter", envWorkerDir+"="+lib.dir, envWorkerIter+"="+strconv.Itoa(iters), envWorkerRetry+"=1"), os.Args[0]))
 		}
 		// Kill once both kinds are well under way.
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
@@ -215,16 +223,40 @@ func TestLocalClusterMemberKilled(t *testing.T) {
 				t.Fatalf("counter %s = %d, want %d: increments lost across the kill", w.path("counter"), got, procs*iters)
 			}
 		}
+		var retries []string
+		for _, w := range []*world{cli, lib} {
+			for _, l := range lines(t, w.path("retries")) {
+				at, why, _ := strings.Cut(l, " ")
+				ns, err := strconv.ParseInt(at, 10, 64)
+				if err != nil {
+					t.Fatalf("%s: line %q", w.path("retries"), l)
+				}
+				if d := time.Unix(0, ns).Sub(killed); d < 0 || d > clusterRetryWindow {
+					t.Errorf("a lock failed %s after the kill, want within [0, %s]: %s", d.Round(time.Millisecond), clusterRetryWindow, why)
+				}
+				retries = append(retries, fmt.Sprintf("%s after the kill: %s", (time.Duration(ns-killed.UnixNano())).Round(time.Millisecond), strings.TrimSpace(why)))
+			}
+		}
 		var name string
 		for _, m := range ml.Members {
 			if m.ID == newLeader {
 				name = m.Name
 			}
 		}
-		t.Logf("new leader %s seen %s after the kill; all %d processes exited 0, counters %d and %d (%d increments after the kill)",
-			name, elected.Round(time.Millisecond), len(ps), procs*iters, procs*iters, 2*procs*iters-int(before[0]+before[1]))
+		t.Logf("new leader %s seen %s after the kill; all %d processes exited 0, counters %d and %d (%d increments after the kill); %d locks failed closed (69) and were retried",
+			name, elected.Round(time.Millisecond), len(ps), procs*iters, procs*iters, 2*procs*iters-int(before[0]+before[1]), len(retries))
+		for _, r := range retries {
+			t.Logf("  %s", r)
+		}
 	})
 }
+
+// clusterRetryWindow bounds when, from the leader's death on, a lock may
+// fail because of it. A request whose proposal died with the leader is not
+// answered: it fails at its own deadline, the dial timeout (5 s) for a
+// starting coord's lease grant, etcdlock's 2 s bound for queueing. Then
+// 3 s of slack for a loaded machine.
+const clusterRetryWindow = 8 * time.Second
 
 // memberPID returns the pid of be's member name from local-cluster.sh's
 // pid file, after checking that the process is that member's etcd.

@@ -125,6 +125,9 @@ const (
 	envWorker     = "COORD_TEST_WORKER" // the worker's role; set means "be a worker"
 	envWorkerDir  = "COORD_TEST_DIR"    // lock dir; the shared files live beside it
 	envWorkerIter = "COORD_TEST_ITER"   // how many times to take the lock
+	// "1": a Lock that fails with ErrBackendUnavailable (nothing ran) is
+	// noted in <dir>/../retries ("unixnano error") and tried again.
+	envWorkerRetry = "COORD_TEST_RETRY"
 )
 
 // procTimeout bounds every process a test starts.
@@ -284,7 +287,7 @@ func workerConfig() (coord.Config, error) {
 }
 
 // worker takes the lock "counter" COORD_TEST_ITER times through the
-// library, on the backend that workerConfig describes. Inside the critical section it logs its entry and exit to
+// library, on the backend that workerConfig describes (see envWorkerRetry). Inside the critical section it logs its entry and exit to
 // <dir>/../inout ("+ pid unixnano" / "- pid unixnano"), increments <dir>/../counter
 // and appends its fencing token to <dir>/../tokens, all with O_APPEND.
 func worker(role string) error {
@@ -318,8 +321,15 @@ func worker(role string) error {
 	defer m.Close()
 	root := filepath.Dir(dir)
 	counter := filepath.Join(root, "counter")
+	retry := os.Getenv(envWorkerRetry) == "1"
 	for range n {
 		l, err := m.Lock(ctx, "counter", coord.WithTimeout(15*time.Second))
+		for retry && errors.Is(err, coord.ErrBackendUnavailable) {
+			if err := appendLine(filepath.Join(root, "retries"), fmt.Sprintf("%d %v", time.Now().UnixNano(), err)); err != nil {
+				return err
+			}
+			l, err = m.Lock(ctx, "counter", coord.WithTimeout(15*time.Second))
+		}
 		if err != nil {
 			return err
 		}
