@@ -214,8 +214,9 @@ ETCDCTL_KEY=$DIR/pki/root-key.pem
 EOF
 }
 
-# stop: SIGTERM each member this script started, SIGKILL after 3 s (its
-# data is about to go; a leader's shutdown can wait long on a dead peer);
+# stop: SIGTERM each member this script started, SIGKILL to those still
+# there 3 s later (their data is about to go, and members that stop
+# together wait on each other: a leader tries to hand over leadership);
 # members already gone are skipped.
 stop() {
 	pids=
@@ -225,12 +226,13 @@ stop() {
 		kill "$pid" 2>/dev/null || true
 		pids="$pids $pid"
 	done
+	i=0
 	for pid in $pids; do
-		i=0
 		while kill -0 "$pid" 2>/dev/null; do
 			i=$((i + 1))
 			if [ $i -ge 30 ]; then
 				kill -9 "$pid" 2>/dev/null || true
+				while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 				break
 			fi
 			sleep 0.1
