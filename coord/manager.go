@@ -194,9 +194,8 @@ func (m *Manager) Close() error {
 	}
 	m.closed = true
 	m.mu.Unlock()
-	err := m.b.close()
-	m.bg.Wait()
-	return err
+	m.bg.Wait() // while the backend still answers: a request each, if any
+	return m.b.close()
 }
 
 // background runs f in a goroutine that Close waits for; once the Manager

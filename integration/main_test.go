@@ -438,8 +438,9 @@ func newWorld(t *testing.T, be *backend) *world {
 // path returns the path of a file of the test, in root.
 func (w *world) path(name string) string { return filepath.Join(w.root, name) }
 
-// cleanEnv is our environment without COORD_* and ETCDCTL_*, so that a
-// developer's settings cannot leak in.
+// cleanEnv is our environment without COORD_* and ETCDCTL_*, and with no
+// config file (COORD_CONFIG=/dev/null), so that a developer's or the
+// host's settings cannot leak in.
 func cleanEnv() []string {
 	var e []string
 	for _, kv := range os.Environ() {
@@ -447,7 +448,7 @@ func cleanEnv() []string {
 			e = append(e, kv)
 		}
 	}
-	return e
+	return append(e, "COORD_CONFIG=/dev/null")
 }
 
 // env is the environment of every process of the world: the backend, the

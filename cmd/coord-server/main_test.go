@@ -57,6 +57,8 @@ func TestScript(t *testing.T) {
 			}
 			env.Setenv("COORD_LOCK_DIR", filepath.Join(env.WorkDir, "locks"))
 			env.Setenv("HOME", filepath.Join(env.WorkDir, "home"))
+			// No config file of this host's or user's may change a script.
+			env.Setenv("COORD_CONFIG", "/dev/null")
 			env.Setenv("HOSTNAME", host)
 			env.Setenv("ESC", "\x1b")
 			return nil
