@@ -18,6 +18,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 var (
@@ -365,13 +367,26 @@ func (l *Locker) deleteOrphans(ctx context.Context) {
 // is unknown) deletes whatever is there: the name stays reserved for us,
 // so nothing newer of ours can be there.
 func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
-	if rev < 0 {
-		_, err := l.cli.Delete(ctx, key)
-		return err
+	for {
+		var err error
+		if rev < 0 {
+			_, err = l.cli.Delete(ctx, key)
+		} else {
+			_, err = l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+				Then(clientv3.OpDelete(key)).Commit()
+		}
+		// The client does not retry writes; this one may be repeated (it
+		// deletes only our key), so a member that died under the request
+		// costs a retry on another, not an error.
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	_, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(key)).Commit()
-	return err
 }
 
 // release deletes key, or leaves it to the keep-alive loop if etcd does
