@@ -368,17 +368,22 @@ func (l *Locker) deleteOrphans(ctx context.Context) {
 // so nothing newer of ours can be there.
 func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 	for {
+		// Each try is short: a member whose leader just died holds a write
+		// until the server's own request timeout (seconds); another member
+		// may already have a new leader.
+		actx, cancel := context.WithTimeout(ctx, deleteTry)
 		var err error
 		if rev < 0 {
-			_, err = l.cli.Delete(ctx, key)
+			_, err = l.cli.Delete(actx, key)
 		} else {
-			_, err = l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+			_, err = l.cli.Txn(actx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
 				Then(clientv3.OpDelete(key)).Commit()
 		}
+		cancel()
 		// The client does not retry writes; this one may be repeated (it
 		// deletes only our key), so a member that died under the request
 		// costs a retry on another, not an error.
-		if status.Code(err) != codes.Unavailable {
+		if err == nil || ctx.Err() != nil || (status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded)) {
 			return err
 		}
 		select {
@@ -388,6 +393,9 @@ func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 		}
 	}
 }
+
+// deleteTry bounds one try of deleteKey.
+const deleteTry = 500 * time.Millisecond
 
 // release deletes key, or leaves it to the keep-alive loop if etcd does
 // not answer within the cleanup bound; the key name is free for reuse once
