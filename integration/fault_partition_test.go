@@ -60,12 +60,8 @@ const partitionTrials, partitionPar = 20, 5
 //	      <root>/granted2 at once, unlock, exit
 func partitionWorker(dir string) error {
 	root := filepath.Dir(dir)
-	cfg, err := workerConfig()
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	m, err := coord.New(ctx, cfg)
+	m, err := workerManager(ctx)
 	if err != nil {
 		return err
 	}

@@ -61,12 +61,8 @@ func pauseWorker(dir string) error {
 	write := func(suffix, format string, args ...any) error {
 		return os.WriteFile(file(suffix), fmt.Appendf(nil, format+"\n", args...), 0o644)
 	}
-	cfg, err := workerConfig()
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	m, err := coord.New(ctx, cfg)
+	m, err := workerManager(ctx)
 	if err != nil {
 		return err
 	}

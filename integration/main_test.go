@@ -286,6 +286,15 @@ func workerConfig() (coord.Config, error) {
 	return cfg, nil
 }
 
+// workerManager is a Manager on the backend that workerConfig describes.
+func workerManager(ctx context.Context) (*coord.Manager, error) {
+	cfg, err := workerConfig()
+	if err != nil {
+		return nil, err
+	}
+	return coord.New(ctx, cfg)
+}
+
 // worker takes the lock "counter" COORD_TEST_ITER times through the
 // library, on the backend that workerConfig describes (see envWorkerRetry). Inside the critical section it logs its entry and exit to
 // <dir>/../inout ("+ pid unixnano" / "- pid unixnano"), increments <dir>/../counter
@@ -310,11 +319,7 @@ func worker(role string) error {
 		return err
 	}
 	ctx := context.Background()
-	cfg, err := workerConfig()
-	if err != nil {
-		return err
-	}
-	m, err := coord.New(ctx, cfg)
+	m, err := workerManager(ctx)
 	if err != nil {
 		return err
 	}
