@@ -136,8 +136,21 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		}
 		why <- verdict{w, refusal}
 	})
-	sent := time.Now()
-	g, err := cli.Grant(gctx, int64(cfg.TTL/time.Second))
+	var g *clientv3.LeaseGrantResponse
+	var sent time.Time
+	for {
+		// Each try is short: a member that lost its leader holds a proposal
+		// until the server's own request timeout (5 s and more) while
+		// another member may already have a new leader. A try that timed
+		// out may still have granted a lease: it has no keys, and expires.
+		sent = time.Now()
+		tctx, tcancel := context.WithTimeout(gctx, max(cfg.DialTimeout/5, time.Second))
+		g, err = cli.Grant(tctx, int64(cfg.TTL/time.Second))
+		tcancel()
+		if err == nil || gctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 	if !probe.Stop() {
 		cancel()
 		w := <-why

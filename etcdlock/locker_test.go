@@ -490,3 +490,45 @@ func TestKeepAliveSurvivesBlip(t *testing.T) {
 		}
 	}
 }
+
+// A Locker made while its cluster elects a new leader gets its lease from
+// the new leader, in about a second, instead of waiting out the dial
+// timeout on a member that holds the request for its dead leader.
+func TestNewDuringElection(t *testing.T) {
+	if etcdtest.SystemBinary() == "" {
+		t.Skip("needs an etcd binary for a 3-member cluster (apt-get install etcd-server)")
+	}
+	c, err := etcdtest.StartCluster(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	lead, err := c.Leader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Kill(lead); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	errc := make(chan error, 3)
+	for range 3 {
+		go func() {
+			l, err := etcdlock.New(context.Background(), etcdlock.Config{Endpoints: c.Endpoints(), TTL: 3 * time.Second, DialTimeout: 5 * time.Second})
+			if err == nil {
+				l.Close()
+			}
+			errc <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errc; err != nil {
+			t.Errorf("New after the leader died: %v", err)
+		}
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("New took %s after the leader died; want under 3s (dial timeout 5s)", took.Round(time.Millisecond))
+	} else {
+		t.Logf("3 Lockers made %s after the leader was killed", took.Round(time.Millisecond))
+	}
+}
