@@ -30,7 +30,7 @@ CLUSTER_PORT ?= 31379
 CLUSTER_SKIP ?= ^Test(EtcdUnreachable|CLICounterCoordServer|ServerBinaryMissing|Cluster(LeaderKilled|ConnectedMemberKilled|LeaseLeaderChange)|FS.*|PauseHolderFile)$$
 integration-cluster:
 	@export COORD_CLUSTER_DIR=$(CLUSTER_DIR) COORD_CLUSTER_PORT=$(CLUSTER_PORT); \
-	./deploy/local-cluster.sh up >/dev/null || exit 1; \
+	./deploy/local-cluster.sh down >/dev/null; ./deploy/local-cluster.sh up >/dev/null || exit 1; \
 	trap 'exit 130' INT TERM; trap './deploy/local-cluster.sh down' EXIT; \
 	echo "cluster up in $(CLUSTER_DIR)"; \
 	COORD_TEST_CLUSTER_ENV=$(CLUSTER_DIR)/coord.env COORD_TEST_BACKENDS=etcd-cluster COORD_TEST_CLUSTER_KILL=1 \

@@ -39,6 +39,8 @@ DIR=${COORD_CLUSTER_DIR:-/tmp/coord-cluster}
 PORT=${COORD_CLUSTER_PORT:-32379}
 PREFIX=${COORD_PREFIX:-/toolchainkit}
 MEMBERS="m0 m1 m2"
+# MARKER, in DIR, says up made it: down removes nothing else.
+MARKER=.coord-local-cluster
 
 die() {
 	echo "local-cluster: $*" >&2
@@ -221,24 +223,26 @@ EOF
 # together wait on each other: a leader tries to hand over leadership);
 # members already gone are skipped.
 stop() {
-	pids=
 	for m in $MEMBERS; do
 		pid=$(member_pid "$m")
-		[ -n "$pid" ] || continue
-		kill "$pid" 2>/dev/null || true
-		pids="$pids $pid"
+		if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
 	done
+	# member_pid names only live members of this DIR: a zombie (empty
+	# cmdline) or a recycled pid is never waited for or killed.
 	i=0
-	for pid in $pids; do
-		while kill -0 "$pid" 2>/dev/null; do
-			i=$((i + 1))
-			if [ $i -ge 30 ]; then
-				kill -9 "$pid" 2>/dev/null || true
-				while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-				break
-			fi
-			sleep 0.1
-		done
+	while [ -n "$(running)" ]; do
+		i=$((i + 1))
+		if [ $i -eq 30 ]; then
+			for m in $MEMBERS; do
+				pid=$(member_pid "$m")
+				if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
+			done
+		fi
+		if [ $i -ge 100 ]; then
+			echo "$0: members still running after 10 s: $(running)" >&2
+			return 1
+		fi
+		sleep 0.1
 	done
 }
 
@@ -257,8 +261,14 @@ up() {
 	fi
 	install_etcd
 	warn_ports
-	mkdir -p "$DIR"
-	# A failed up leaves nothing behind.
+	# Claim DIR atomically and mark it as ours: down removes only a
+	# directory with the marker.
+	mkdir -p "$(dirname "$DIR")"
+	mkdir "$DIR" 2>/dev/null || die "cannot create $DIR (another up?)"
+	: >"$DIR/$MARKER"
+	# A failed or interrupted up leaves nothing behind (dash runs the EXIT
+	# trap on a signal only through an explicit exit).
+	trap 'exit 130' INT TERM HUP
 	trap 'rc=$?; if [ $rc -ne 0 ]; then for m in $MEMBERS; do [ -f "$DIR/$m.log" ] && { echo "--- $m.log:"; tail -n 5 "$DIR/$m.log"; }; done >&2; stop; rm -rf "$DIR"; fi' EXIT
 	pki
 	for m in $MEMBERS; do
@@ -305,7 +315,7 @@ down() {
 		echo "no cluster in $DIR"
 		return 0
 	}
-	[ -f "$DIR/coord.env" ] || [ -d "$DIR/pki" ] || die "$DIR does not look like a local-cluster.sh directory; not removing it"
+	[ -f "$DIR/$MARKER" ] || die "$DIR was not made by $0 up (no $MARKER in it); not removing it"
 	stop
 	rm -rf "$DIR"
 	echo "cluster in $DIR stopped and removed"
