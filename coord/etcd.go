@@ -60,8 +60,8 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
 	case errors.Is(err, etcdlock.ErrClientCertRequired):
-		return nil, fmt.Errorf("%w: etcd requires a client certificate (--etcd-cert/--etcd-key), and none is configured: %s%s",
-			ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","), hint)
+		return nil, refusal{fmt.Errorf("%w: etcd requires a client certificate (--etcd-cert/--etcd-key), and none is configured: %s",
+			ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","))}
 	case errors.Is(err, etcdlock.ErrUntrustedServer):
 		var x509err x509.UnknownAuthorityError
 		errors.As(err, &x509err)
@@ -69,8 +69,8 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 		if cfg.CACert == "" {
 			ca = "a CA this host trusts (no --etcd-cacert given)"
 		}
-		return nil, fmt.Errorf("%w: etcd's certificate is not signed by %s: %v: %s%s",
-			ErrBackendUnavailable, ca, x509err, strings.Join(cfg.Endpoints, ","), hint)
+		return nil, refusal{fmt.Errorf("%w: etcd's certificate is not signed by %s: %v: %s",
+			ErrBackendUnavailable, ca, x509err, strings.Join(cfg.Endpoints, ","))}
 	case errors.Is(err, etcdlock.ErrUnavailable):
 		return nil, fmt.Errorf("%w: %v%s", ErrBackendUnavailable, err, hint)
 	case err != nil:
@@ -214,6 +214,13 @@ func etcdError(err error) error {
 	}
 	return err
 }
+
+// refusal is an etcd that answered and refused this client's TLS set-up:
+// a configuration mistake to fix, never a reason to fall back to
+// host-local locks.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
 
 // withSince adds "since" to a JSON object record.
 func withSince(record []byte, t time.Time) []byte {

@@ -83,6 +83,19 @@ func TestEtcdTLS(t *testing.T) {
 			}
 		})
 	}
+	// A refusal is a mistake to fix: --fallback file does not hide it.
+	t.Run("no client certificate, fallback file", func(t *testing.T) {
+		cfg := base
+		cfg.Backend, cfg.Fallback, cfg.CACert, cfg.LockDir = coord.BackendAuto, coord.BackendFile, certs.CA, t.TempDir()
+		m, err := coord.New(context.Background(), cfg)
+		if err == nil {
+			m.Close()
+			t.Fatalf("New fell back to %q; want the refusal", m.Backend())
+		}
+		if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "requires a client certificate") || strings.Contains(err.Error(), "fallback") {
+			t.Fatalf("New = %v; want the refusal, without a fallback hint", err)
+		}
+	})
 }
 
 func TestEtcdAuth(t *testing.T) {

@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 			hint = " (set --fallback=file or COORD_FALLBACK=file to lock on this host only)"
 		}
 		b, err = newEtcdBackend(ctx, cfg, o.log, hint)
-		if errors.Is(err, ErrBackendUnavailable) && auto && cfg.Fallback == BackendFile {
+		if errors.Is(err, ErrBackendUnavailable) && !errors.As(err, new(refusal)) && auto && cfg.Fallback == BackendFile {
 			o.log.Warn("etcd unreachable; falling back to file locks on this host only: processes on other hosts are NOT excluded",
 				zap.Strings("endpoints", cfg.Endpoints), zap.Error(err))
 			kind = BackendFile
