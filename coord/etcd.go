@@ -62,6 +62,9 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 	case errors.Is(err, etcdlock.ErrClientCertRequired):
 		return nil, refusal{fmt.Errorf("%w: etcd requires a client certificate (--etcd-cert/--etcd-key), and none is configured: %s",
 			ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","))}
+	case errors.Is(err, etcdlock.ErrClientCertRejected):
+		return nil, refusal{fmt.Errorf("%w: etcd rejects the client certificate in --etcd-cert (%s): not signed by a CA it trusts, expired, or not for client use: %s",
+			ErrBackendUnavailable, cfg.Cert, strings.Join(cfg.Endpoints, ","))}
 	case errors.Is(err, etcdlock.ErrUntrustedServer):
 		var x509err x509.UnknownAuthorityError
 		errors.As(err, &x509err)

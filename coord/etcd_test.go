@@ -3,6 +3,7 @@ package coord_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,7 +58,7 @@ func TestEtcdTLS(t *testing.T) {
 		{"wrong CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = other.CA, certs.ClientCert, certs.ClientKey }, coord.ErrBackendUnavailable, "etcd's certificate is not signed by the CA in --etcd-cacert (" + other.CA + "): x509: "},
 		// TLS 1.3: etcd (Go) refuses in an alert after the handshake.
 		{"no client certificate", func(c *coord.Config) { c.CACert = certs.CA }, coord.ErrBackendUnavailable, "etcd requires a client certificate (--etcd-cert/--etcd-key)"},
-		{"client certificate of another CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, other.ClientCert, other.ClientKey }, coord.ErrBackendUnavailable, ""},
+		{"client certificate of another CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, other.ClientCert, other.ClientKey }, coord.ErrBackendUnavailable, "etcd rejects the client certificate in --etcd-cert (" + other.ClientCert + ")"},
 		{"missing CA file", func(c *coord.Config) { c.CACert = filepath.Join(t.TempDir(), "none.pem") }, coord.ErrInvalidArgument, "CA certificate"},
 		{"key without certificate", func(c *coord.Config) { c.CACert, c.Key = certs.CA, certs.ClientKey }, coord.ErrInvalidArgument, "go together"},
 	} {
@@ -259,5 +260,34 @@ func TestEtcdCommitAfterTakeover(t *testing.T) {
 	}
 	if coord.Complete(dest) {
 		t.Fatal("the stale downloader published")
+	}
+}
+
+// One endpoint that refuses us (another cluster's CA) does not decide for
+// the others: with the other endpoint down, the message says both, not
+// only the refusal, and does not claim a certificate problem.
+func TestEtcdOneEndpointRefuses(t *testing.T) {
+	other, err := etcdtest.WriteCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := etcdtest.WriteCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := startEtcd(t, etcdtest.WithTLS(other, true))
+	ports, err := etcdtest.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+	_, err = coord.New(context.Background(), coord.Config{
+		Backend:     coord.BackendEtcd,
+		Endpoints:   []string{down, stray.Endpoint},
+		DialTimeout: time.Second,
+		CACert:      certs.CA, Cert: certs.ClientCert, Key: certs.ClientKey,
+	})
+	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), down+": dial tcp") || strings.Contains(err.Error(), "etcd's certificate is not signed") {
+		t.Fatalf("New = %v; want unavailable, naming %s as down and %s's certificate", err, down, stray.Endpoint)
 	}
 }

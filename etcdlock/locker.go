@@ -41,6 +41,9 @@ var (
 	// ErrClientCertRequired means etcd asks for a client certificate and
 	// Config.TLS has none.
 	ErrClientCertRequired = errors.New("etcd requires a client certificate")
+	// ErrClientCertRejected means etcd refuses the client certificate we
+	// sent: not signed by a CA it trusts, expired, or not for clients.
+	ErrClientCertRejected = errors.New("etcd rejects our client certificate")
 	// ErrUntrustedServer means etcd's certificate is not signed by a CA
 	// that Config.TLS trusts; the error also wraps the x509 error.
 	ErrUntrustedServer = errors.New("etcd's certificate is not signed by a trusted CA")
@@ -949,9 +952,10 @@ func (l *Locker) WaitDone(ctx context.Context, id string) error {
 
 // diagnose says why the endpoints do not answer: nothing listening, or the
 // TLS handshake failing. It probes them all at once, until ctx ends.
-// refusal is set when an endpoint refuses us for a reason retrying cannot
-// cure: it asks for a client certificate we do not have
-// (ErrClientCertRequired), or its certificate is not signed by a CA we
+// refusal is set when every endpoint refuses us for a reason retrying
+// cannot cure: it asks for a client certificate we do not have
+// (ErrClientCertRequired), rejects the one we sent
+// (ErrClientCertRejected), or its certificate is not signed by a CA we
 // trust (ErrUntrustedServer, wrapping the x509 error).
 func diagnose(ctx context.Context, cfg Config) (why string, refusal error) {
 	whys := make([]string, len(cfg.Endpoints))
@@ -978,10 +982,15 @@ func diagnose(ctx context.Context, cfg Config) (why string, refusal error) {
 		}()
 	}
 	wg.Wait()
+	// A refusal is certain only when every endpoint refuses: one stray
+	// endpoint must not hide what the others say, nor end the wait.
+	if len(refusals) > 0 {
+		refusal = refusals[0]
+	}
 	var ws []string
 	for i, w := range whys {
-		if refusals[i] != nil && refusal == nil {
-			refusal = refusals[i]
+		if refusals[i] == nil {
+			refusal = nil
 		}
 		if w != "" {
 			ws = append(ws, w)
@@ -1004,13 +1013,20 @@ func handshake(ctx context.Context, c net.Conn, host string, tc *tls.Config) (re
 	if tc.ServerName == "" {
 		tc.ServerName, _, _ = net.SplitHostPort(host)
 	}
-	asked := false
-	if len(tc.Certificates) == 0 && tc.GetClientCertificate == nil {
-		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			asked = true
-			return &tls.Certificate{}, nil
+	// Learn whether the server asks for a client certificate, and answer
+	// with ours, if any.
+	asked, ours := false, tc.GetClientCertificate
+	tc.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		asked = true
+		switch {
+		case ours != nil:
+			return ours(cri)
+		case len(tc.Certificates) > 0:
+			return &tc.Certificates[0], nil
 		}
+		return &tls.Certificate{}, nil
 	}
+	sent := ours != nil || len(tc.Certificates) > 0
 	tlsc := tls.Client(c, tc)
 	err = tlsc.HandshakeContext(ctx)
 	var unknown x509.UnknownAuthorityError
@@ -1018,6 +1034,8 @@ func handshake(ctx context.Context, c net.Conn, host string, tc *tls.Config) (re
 		return fmt.Errorf("%w: %w", ErrUntrustedServer, unknown), err
 	}
 	if err == nil && asked {
+		// TLS 1.3: the server's verdict on our certificate comes after
+		// the handshake, as an alert.
 		stop := context.AfterFunc(ctx, func() { tlsc.SetReadDeadline(time.Now()) })
 		defer stop()
 		tlsc.SetReadDeadline(time.Now().Add(time.Second))
@@ -1026,10 +1044,12 @@ func handshake(ctx context.Context, c net.Conn, host string, tc *tls.Config) (re
 	// crypto/tls reports an alert from the peer as a "remote error".
 	var alert *net.OpError
 	switch {
+	case asked && errors.As(err, &alert) && alert.Op == "remote error" && sent:
+		return ErrClientCertRejected, err
 	case asked && errors.As(err, &alert) && alert.Op == "remote error":
 		return ErrClientCertRequired, err
 	case asked && errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, nil // it took us without a certificate
+		return nil, nil // it took us as we are
 	}
 	return nil, err
 }
