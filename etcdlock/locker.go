@@ -384,10 +384,7 @@ func (l *Locker) deleteOrphans(ctx context.Context) {
 // so nothing newer of ours can be there.
 func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 	for {
-		// Each try is short: a member whose leader just died holds a write
-		// until the server's own request timeout (seconds); another member
-		// may already have a new leader.
-		actx, cancel := context.WithTimeout(ctx, deleteTry)
+		actx, cancel := context.WithTimeout(ctx, writeTry)
 		var err error
 		if rev < 0 {
 			_, err = l.cli.Delete(actx, key)
@@ -396,10 +393,7 @@ func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 				Then(clientv3.OpDelete(key)).Commit()
 		}
 		cancel()
-		// The client does not retry writes; this one may be repeated (it
-		// deletes only our key), so a member that died under the request
-		// costs a retry on another, not an error.
-		if err == nil || ctx.Err() != nil || (status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded)) {
+		if err == nil || ctx.Err() != nil || !retryable(err) {
 			return err
 		}
 		select {
@@ -410,8 +404,19 @@ func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 	}
 }
 
-// deleteTry bounds one try of deleteKey.
-const deleteTry = 500 * time.Millisecond
+// writeTry bounds one try of a write that may be repeated: a member whose
+// leader just died holds a write until the server's own request timeout
+// (seconds), while another member may already have a new leader.
+const writeTry = 500 * time.Millisecond
+
+// retryable reports whether a write that may be repeated (it touches only
+// our own key, and checks what is there) should be tried again: the member
+// it went to died under it, has no leader, or did not answer within
+// writeTry. The client itself retries no writes.
+func retryable(err error) bool {
+	code := status.Code(err)
+	return code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
+}
 
 // release deletes key, or leaves it to the keep-alive loop if etcd does
 // not answer within the cleanup bound; the key name is free for reuse once
@@ -498,20 +503,40 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 		ahead = append(ahead, clientv3.WithLimit(1))
 	}
 	qctx, qcancel := context.WithTimeout(l.sctx, l.op)
-	resp, err := l.cli.Txn(qctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease)), clientv3.OpGet(pfx, ahead...)).Commit()
+	var resp *clientv3.TxnResponse
+	var err error
+	for {
+		// Tries are short and may repeat (see retryable): a try that
+		// timed out may have put the key, and the next one then finds it.
+		tctx, tcancel := context.WithTimeout(qctx, writeTry)
+		resp, err = l.cli.Txn(tctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease)), clientv3.OpGet(pfx, ahead...)).
+			Else(clientv3.OpGet(key), clientv3.OpGet(pfx, ahead...)).Commit()
+		tcancel()
+		if err == nil || qctx.Err() != nil || !retryable(err) {
+			break
+		}
+	}
 	qcancel()
-	if err != nil || !resp.Succeeded {
+	var rev int64
+	switch {
+	case err != nil:
+	case resp.Succeeded:
+		rev = resp.Header.Revision
+	default: // an earlier try put it, if it is ours
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && clientv3.LeaseID(kvs[0].Lease) == l.lease {
+			rev = kvs[0].CreateRevision
+		} else {
+			err = fmt.Errorf("key %s exists already", key)
+		}
+	}
+	if err != nil {
 		l.release(key, -1) // the put may yet happen: watched for all session long
 		if l.isLost() {
 			return nil, ErrSessionLost
 		}
-		if err == nil {
-			err = fmt.Errorf("key %s exists already", key)
-		}
 		return nil, l.unavailable(fmt.Sprintf("queue for %q", name), err)
 	}
-	rev := resp.Header.Revision
 	if blocked(resp.Responses[1].GetResponseRange().Kvs, rev, shared) {
 		if !wait {
 			l.release(key, rev)

@@ -493,7 +493,8 @@ func TestKeepAliveSurvivesBlip(t *testing.T) {
 
 // A Locker made while its cluster elects a new leader gets its lease from
 // the new leader, in about a second, instead of waiting out the dial
-// timeout on a member that holds the request for its dead leader.
+// timeout on a member that holds the request for its dead leader; a Lock
+// queued then does the same instead of failing after the cleanup bound.
 func TestNewDuringElection(t *testing.T) {
 	if etcdtest.SystemBinary() == "" {
 		t.Skip("needs an etcd binary for a 3-member cluster (apt-get install etcd-server)")
@@ -503,6 +504,13 @@ func TestNewDuringElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop()
+	// A Locker made before: its next Lock, during the election, queues
+	// on the new leader too.
+	pre, err := etcdlock.New(context.Background(), etcdlock.Config{Endpoints: c.Endpoints(), TTL: 5 * time.Second, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pre.Close()
 	lead, err := c.Leader(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -511,7 +519,17 @@ func TestNewDuringElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	go func() {
+		k, err := pre.Lock(context.Background(), "x", false, false, nil)
+		if err == nil {
+			err = k.Unlock()
+		}
+		if err != nil {
+			err = fmt.Errorf("Lock during the election: %w", err)
+		}
+		errc <- err
+	}()
 	for range 3 {
 		go func() {
 			l, err := etcdlock.New(context.Background(), etcdlock.Config{Endpoints: c.Endpoints(), TTL: 3 * time.Second, DialTimeout: 5 * time.Second})
@@ -521,14 +539,14 @@ func TestNewDuringElection(t *testing.T) {
 			errc <- err
 		}()
 	}
-	for range 3 {
+	for range 4 {
 		if err := <-errc; err != nil {
-			t.Errorf("New after the leader died: %v", err)
+			t.Errorf("after the leader died: %v", err)
 		}
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("New took %s after the leader died; want under 3s (dial timeout 5s)", took.Round(time.Millisecond))
 	} else {
-		t.Logf("3 Lockers made %s after the leader was killed", took.Round(time.Millisecond))
+		t.Logf("3 Lockers made and a Lock taken and released %s after the leader was killed", took.Round(time.Millisecond))
 	}
 }
