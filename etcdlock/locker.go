@@ -139,21 +139,17 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		}
 		why <- verdict{w, refusal}
 	})
+	// Each try is short: a member that lost its leader holds a proposal
+	// until the server's own request timeout (5 s and more) while another
+	// member may already have a new leader. A try that timed out may still
+	// have granted a lease: it has no keys, and expires.
 	var g *clientv3.LeaseGrantResponse
 	var sent time.Time
-	for {
-		// Each try is short: a member that lost its leader holds a proposal
-		// until the server's own request timeout (5 s and more) while
-		// another member may already have a new leader. A try that timed
-		// out may still have granted a lease: it has no keys, and expires.
+	err = retryWrite(gctx, max(cfg.DialTimeout/5, time.Second), func(ctx context.Context) (err error) {
 		sent = time.Now()
-		tctx, tcancel := context.WithTimeout(gctx, max(cfg.DialTimeout/5, time.Second))
-		g, err = cli.Grant(tctx, int64(cfg.TTL/time.Second))
-		tcancel()
-		if err == nil || gctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
-	}
+		g, err = cli.Grant(ctx, int64(cfg.TTL/time.Second))
+		return err
+	})
 	if !probe.Stop() {
 		cancel()
 		w := <-why
@@ -383,15 +379,24 @@ func (l *Locker) deleteOrphans(ctx context.Context) {
 // is unknown) deletes whatever is there: the name stays reserved for us,
 // so nothing newer of ours can be there.
 func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
-	for {
-		actx, cancel := context.WithTimeout(ctx, writeTry)
-		var err error
+	return retryWrite(ctx, writeTry, func(ctx context.Context) error {
 		if rev < 0 {
-			_, err = l.cli.Delete(actx, key)
-		} else {
-			_, err = l.cli.Txn(actx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-				Then(clientv3.OpDelete(key)).Commit()
+			_, err := l.cli.Delete(ctx, key)
+			return err
 		}
+		_, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+			Then(clientv3.OpDelete(key)).Commit()
+		return err
+	})
+}
+
+// retryWrite runs write, each try bounded by try and tries 50 ms apart,
+// until it succeeds, fails for a reason another try cannot cure (see
+// retryable), or ctx ends. Only for writes that may be repeated.
+func retryWrite(ctx context.Context, try time.Duration, write func(context.Context) error) error {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, try)
+		err := write(tctx)
 		cancel()
 		if err == nil || ctx.Err() != nil || !retryable(err) {
 			return err
@@ -409,10 +414,11 @@ func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 // (seconds), while another member may already have a new leader.
 const writeTry = 500 * time.Millisecond
 
-// retryable reports whether a write that may be repeated (it touches only
-// our own key, and checks what is there) should be tried again: the member
-// it went to died under it, has no leader, or did not answer within
-// writeTry. The client itself retries no writes.
+// retryable reports whether a write that may be repeated (the lease
+// grant, or a write that touches only our own key and checks what is
+// there) should be tried again: the member it went to died under it, has
+// no leader, or did not answer within its try. The client itself retries
+// no writes.
 func retryable(err error) bool {
 	code := status.Code(err)
 	return code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
@@ -503,20 +509,15 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 		ahead = append(ahead, clientv3.WithLimit(1))
 	}
 	qctx, qcancel := context.WithTimeout(l.sctx, l.op)
+	// The write may repeat: a try that timed out may have put the key,
+	// and the next one then finds it (Else).
 	var resp *clientv3.TxnResponse
-	var err error
-	for {
-		// Tries are short and may repeat (see retryable): a try that
-		// timed out may have put the key, and the next one then finds it.
-		tctx, tcancel := context.WithTimeout(qctx, writeTry)
-		resp, err = l.cli.Txn(tctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+	err := retryWrite(qctx, writeTry, func(ctx context.Context) (err error) {
+		resp, err = l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease)), clientv3.OpGet(pfx, ahead...)).
 			Else(clientv3.OpGet(key), clientv3.OpGet(pfx, ahead...)).Commit()
-		tcancel()
-		if err == nil || qctx.Err() != nil || !retryable(err) {
-			break
-		}
-	}
+		return err
+	})
 	qcancel()
 	var rev int64
 	switch {

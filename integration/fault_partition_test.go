@@ -175,6 +175,17 @@ func trials(t *testing.T, n, par int, f func(t *testing.T)) {
 	wg.Wait()
 }
 
+// rerunLost runs attempt until it reports true (its session was not lost
+// to load before the cut), three times at most.
+func rerunLost(t *testing.T, attempt func() bool) {
+	t.Helper()
+	for i := 1; !attempt(); i++ {
+		if i == 3 {
+			t.Fatalf("%d attempts in a row lost the session before the cut", i)
+		}
+	}
+}
+
 // durations collects what concurrent trials measured.
 type durations struct {
 	mu sync.Mutex
@@ -231,11 +242,7 @@ func TestPartitionHolder(t *testing.T) {
 		var m durations
 		began := time.Now()
 		trials(t, partitionTrials, partitionPar, func(t *testing.T) {
-			for attempt := 1; !partitionHolder(t, be, &m); attempt++ {
-				if attempt == 3 {
-					t.Fatalf("%d attempts in a row lost the session before the cut", attempt)
-				}
-			}
+			rerunLost(t, func() bool { return partitionHolder(t, be, &m) })
 		})
 		if t.Failed() {
 			return
@@ -341,11 +348,7 @@ func TestPartitionCLI(t *testing.T) {
 	etcdBackends(t, func(t *testing.T, be *backend) {
 		var m durations
 		trials(t, n, 2, func(t *testing.T) {
-			for attempt := 1; !partitionCLI(t, be, &m); attempt++ {
-				if attempt == 3 {
-					t.Fatalf("%d attempts in a row lost the session before the cut", attempt)
-				}
-			}
+			rerunLost(t, func() bool { return partitionCLI(t, be, &m) })
 		})
 		if t.Failed() {
 			return
