@@ -3,7 +3,7 @@ GO ?= go
 FUZZTIME ?= 20s
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: build test vet cross lint bench fuzz clean demo soak integration-cluster
+.PHONY: build test suite vet cross lint bench fuzz clean demo soak integration-cluster
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -11,8 +11,21 @@ build:
 # gofmt, vet (also for Windows and macOS), staticcheck, the cross-builds,
 # the whole suite with the race detector, then the contract suite on a
 # local TLS etcd cluster.
-test: lint cross
-	$(GO) test -race -count=1 -timeout 10m ./...
+#
+# BUSY=N runs N CPU-burning loops beside the whole target, as a loaded CI
+# host or fleet machine would (`make test BUSY=2`); they are killed when it
+# ends, whatever the outcome.
+BUSY ?= 0
+test:
+	@if [ "$(BUSY)" -gt 0 ]; then \
+	  pids=; for i in $$(seq $(BUSY)); do (while :; do :; done) & pids="$$pids $$!"; done; \
+	  trap 'kill $$pids 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	  echo "$(BUSY) busy loops beside the suite:$$pids"; \
+	  $(MAKE) BUSY=0 test; \
+	else $(MAKE) suite; fi
+
+suite: lint cross
+	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) integration-cluster
 
 # The contract suite (integration/) on a 3-member etcd cluster with mutual
@@ -34,7 +47,7 @@ integration-cluster:
 	trap 'exit 130' INT TERM; trap './deploy/local-cluster.sh down' EXIT; \
 	echo "cluster up in $(CLUSTER_DIR)"; \
 	COORD_TEST_CLUSTER_ENV=$(CLUSTER_DIR)/coord.env COORD_TEST_BACKENDS=etcd-cluster COORD_TEST_CLUSTER_KILL=1 \
-		$(GO) test -race -count=1 -timeout 10m -skip '$(CLUSTER_SKIP)' ./integration; rc=$$?; \
+		$(GO) test -race -count=1 -timeout 20m -skip '$(CLUSTER_SKIP)' ./integration; rc=$$?; \
 	./deploy/local-cluster.sh status || echo "(status exit $$?: a member is down)"; \
 	exit $$rc
 

@@ -14,6 +14,17 @@ import (
 	"github.com/toolchainkit/coord/coord"
 )
 
+// Time bounds in these tests hold on a loaded 2-core machine: a bound is
+// tied to a configured timeout plus slack, at least 10× the quiet figure
+// (tens of ms). How fast things are is measured by make bench.
+const (
+	slack = 5 * time.Second
+	// loadedDial is the dial timeout of tests that expect etcd to answer:
+	// a 1s one ran out on a busy host before etcd said "authentication
+	// failed".
+	loadedDial = 10 * time.Second
+)
+
 func newManager(t *testing.T, dir string) *coord.Manager {
 	t.Helper()
 	m, err := coord.New(context.Background(), coord.Config{Backend: coord.BackendFile, LockDir: dir}, coord.WithLogger(zaptest.NewLogger(t)))
@@ -44,7 +55,7 @@ func TestTimeoutErrorNamesHolder(t *testing.T) {
 	switch {
 	case te.Name != "registry":
 		t.Errorf("Name = %q", te.Name)
-	case te.Waited < 150*time.Millisecond || waited > time.Second:
+	case te.Waited < 150*time.Millisecond || waited > 150*time.Millisecond+slack:
 		t.Errorf("Waited = %s, returned after %s; want about 150ms", te.Waited, waited)
 	case te.Holder == nil || te.Holder.PID != os.Getpid() || te.Holder.Host != host || te.Holder.Token != l.Token():
 		t.Errorf("Holder = %+v; want pid %d on %s with token %d", te.Holder, os.Getpid(), host, l.Token())
@@ -55,7 +66,7 @@ func TestTimeoutErrorNamesHolder(t *testing.T) {
 	// WithTimeout(0) tries once.
 	start = time.Now()
 	_, err = b.Lock(context.Background(), "registry", coord.WithTimeout(0))
-	if !errors.As(err, &te) || te.Waited != 0 || time.Since(start) > 100*time.Millisecond {
+	if !errors.As(err, &te) || te.Waited != 0 || time.Since(start) > slack {
 		t.Fatalf("try once = %v after %s", err, time.Since(start))
 	}
 
@@ -208,8 +219,8 @@ func TestEtcdSelectedButMissingFailsClosed(t *testing.T) {
 	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "--fallback") {
 		t.Fatalf("New with endpoints = %v; want ErrBackendUnavailable naming the endpoint and --fallback", err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("New failed after %s; want about the 500ms dial timeout", d)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("New failed after %s; want about the 500ms dial timeout, not the 5s default", d)
 	}
 	cfg.Fallback = coord.BackendFile
 	m, err := coord.New(ctx, cfg)
@@ -279,7 +290,7 @@ func TestCoordinateTimesOutDuringDownload(t *testing.T) {
 	start := time.Now()
 	_, err = coord.NewDownloadCoordinator(newManager(t, locks)).Coordinate(context.Background(), "slow", dest, coord.WithTimeout(200*time.Millisecond))
 	var te *coord.TimeoutError
-	if !errors.As(err, &te) || te.Waited < 200*time.Millisecond || time.Since(start) > time.Second {
+	if !errors.As(err, &te) || te.Waited < 200*time.Millisecond || time.Since(start) > 200*time.Millisecond+slack {
 		t.Fatalf("Coordinate during a download = %v after %s; want a *TimeoutError after ~200ms", err, time.Since(start))
 	}
 	if te.Holder == nil || te.Holder.PID != os.Getpid() {

@@ -22,7 +22,7 @@ func TestDoRunsFetchOnce(t *testing.T) {
 
 // checkDoOnce runs 16 Do of one id at once, each with its own Manager (as
 // 16 processes would): the fetch runs once, dest is whole and alone, and
-// every caller returns within 500ms of the fetch's end.
+// every caller returns soon after the fetch ends.
 func checkDoOnce(t *testing.T, newManager func() *coord.Manager) {
 	parent := t.TempDir()
 	dest := filepath.Join(parent, "llvm")
@@ -65,7 +65,9 @@ func checkDoOnce(t *testing.T, newManager func() *coord.Manager) {
 	}
 	spread := last.Sub(time.Unix(0, fetched.Load()))
 	t.Logf("last of 16 callers returned %s after the fetch finished", spread)
-	if spread > 500*time.Millisecond {
+	// Far below the 60s toolchain timeout a waiter that was never woken
+	// would end on; the wake-up itself is measured by make bench.
+	if spread > slack {
 		t.Errorf("last caller returned %s after the fetch finished", spread)
 	}
 }

@@ -47,7 +47,7 @@ func TestEtcdTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startEtcd(t, etcdtest.WithTLS(certs, true))
-	base := coord.Config{Endpoints: []string{s.Endpoint}, DialTimeout: time.Second}
+	base := coord.Config{Endpoints: []string{s.Endpoint}, DialTimeout: loadedDial}
 	for _, tc := range []struct {
 		name    string
 		cfg     func(c *coord.Config)
@@ -123,7 +123,7 @@ func TestEtcdAuth(t *testing.T) {
 		}
 	}
 	c.Close()
-	cfg := coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{s.Endpoint}, DialTimeout: time.Second, Username: "root", Password: "wrong-password"}
+	cfg := coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{s.Endpoint}, DialTimeout: loadedDial, Username: "root", Password: "wrong-password"}
 	_, err = coord.New(ctx, cfg)
 	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong password: %v; want ErrBackendUnavailable saying authentication failed", err)
@@ -177,7 +177,8 @@ func TestEtcdBadConfig(t *testing.T) {
 		if !errors.Is(err, coord.ErrInvalidArgument) {
 			t.Errorf("New(%+v) = %v; want ErrInvalidArgument", cfg, err)
 		}
-		if time.Since(start) > 500*time.Millisecond {
+		// Well under the 5s default dial timeout: it never dialled.
+		if time.Since(start) > 4*time.Second {
 			t.Errorf("New(%+v) took %s: bad input must fail before dialling", cfg, time.Since(start))
 		}
 	}
@@ -284,7 +285,9 @@ func TestEtcdOneEndpointRefuses(t *testing.T) {
 	_, err = coord.New(context.Background(), coord.Config{
 		Backend:     coord.BackendEtcd,
 		Endpoints:   []string{down, stray.Endpoint},
-		DialTimeout: time.Second,
+		// One endpoint down: the refusal is certain only once the dial
+		// timeout ends.
+		DialTimeout: 5 * time.Second,
 		CACert:      certs.CA, Cert: certs.ClientCert, Key: certs.ClientKey,
 	})
 	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), down+": dial tcp") || strings.Contains(err.Error(), "etcd's certificate is not signed") {

@@ -207,8 +207,8 @@ func testTimeoutNamesHolder(t *testing.T, be *backend) {
 	if code != 75 {
 		t.Fatalf("`coord lock --timeout 300ms` on a held lock exited %d, want 75:\n%s", code, out)
 	}
-	if took > 1500*time.Millisecond {
-		t.Fatalf("`coord lock --timeout 300ms` took %s, want at most 1.5s", took)
+	if took > 300*time.Millisecond+loadSlack {
+		t.Fatalf("`coord lock --timeout 300ms` took %s, want about 300ms, far from the 30s default", took)
 	}
 	pid := regexp.MustCompile(fmt.Sprintf(`\b%d\b`, holder.cmd.Process.Pid))
 	if !pid.MatchString(out) || !strings.Contains(out, host) {

@@ -133,6 +133,11 @@ const (
 // procTimeout bounds every process a test starts.
 const procTimeout = 60 * time.Second
 
+// loadSlack is what a time bound adds to a configured timeout so that it
+// holds on a loaded 2-core host (CI, a busy fleet machine): at least 10×
+// the quiet figure. How fast things are is measured by make bench.
+const loadSlack = 5 * time.Second
+
 func TestMain(m *testing.M) {
 	if role := os.Getenv(envWorker); role != "" {
 		if err := worker(role); err != nil {
