@@ -283,8 +283,8 @@ func TestEtcdOneEndpointRefuses(t *testing.T) {
 	}
 	down := fmt.Sprintf("https://127.0.0.1:%d", ports[0])
 	_, err = coord.New(context.Background(), coord.Config{
-		Backend:     coord.BackendEtcd,
-		Endpoints:   []string{down, stray.Endpoint},
+		Backend:   coord.BackendEtcd,
+		Endpoints: []string{down, stray.Endpoint},
 		// One endpoint down: the refusal is certain only once the dial
 		// timeout ends.
 		DialTimeout: 5 * time.Second,
