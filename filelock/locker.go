@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,8 +52,13 @@ type Locker struct {
 	held     []*Lock // Lock.idx is the index
 	watching bool
 	ev       dirEvents // made by the first watcher, closed by Close
-	every    time.Duration
 	wg       sync.WaitGroup
+	// Owned by the running watcher.
+	watched *dirRef       // the directory ev watches
+	every   time.Duration // how often it checks besides
+	// moved is set by the watcher when the directory is no longer at its
+	// path; the next Lock opens it anew.
+	moved atomic.Bool
 }
 
 // New returns a Locker for the lock directory dir, creating it (mode 0755)
@@ -129,6 +136,45 @@ func (l *Locker) open(fname string, create bool) (*file, error) {
 	return l.dir.open(fname, create)
 }
 
+// reopen opens the lock directory at its path again, as a new process
+// would, if the one held is no longer there (removed, or moved with a
+// parent), and drops the files kept open in the old one. It reports
+// whether it did.
+func (l *Locker) reopen() bool {
+	l.dirMu.Lock()
+	if l.dir == nil || l.dir.stillNamed() {
+		l.moved.Store(false)
+		l.dirMu.Unlock()
+		return false
+	}
+	d, err := openDir(l.path)
+	if err != nil {
+		l.dirMu.Unlock()
+		return false
+	}
+	old := l.dir
+	l.dir = d
+	l.moved.Store(false)
+	l.dirMu.Unlock()
+	old.close()
+
+	l.mu.Lock()
+	var idle map[string][]*file
+	if !l.closed {
+		idle, l.idle, l.nidle = l.idle, map[string][]*file{}, 0
+	}
+	if l.ev != nil {
+		l.ev.setDeadline(time.Now()) // the watcher follows to d
+	}
+	l.mu.Unlock()
+	for _, files := range idle {
+		for _, f := range files {
+			f.close()
+		}
+	}
+	return true
+}
+
 // stillAt reports whether f is still the file called fname.
 func (l *Locker) stillAt(fname string, f *file) bool {
 	l.dirMu.RLock()
@@ -159,7 +205,13 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 		return nil, fmt.Errorf("holder record of %d bytes exceeds %d", len(record), MaxRecordLen)
 	}
 	for attempt := 0; ; attempt++ {
+		if l.moved.Load() {
+			l.reopen()
+		}
 		f, err := l.get(fname)
+		if errors.Is(err, fs.ErrNotExist) && attempt < 10 && l.reopen() {
+			continue // the directory was removed
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,8 @@
 package filelock_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -182,6 +184,45 @@ func TestTokensSurviveDeletion(t *testing.T) {
 			if k.Token() < last {
 				t.Fatalf("shared token %d on a fresh file; want at least %d", k.Token(), last)
 			}
+		})
+	}
+}
+
+// A Locker whose directory was removed, or moved away, opens it anew at its
+// path, as a new process would: its next locks exclude other processes
+// again, and are watched there.
+func TestLockerFollowsItsDirectory(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, c := range []struct {
+		name string
+		take func(dir string) error
+	}{
+		{"rm -rf", os.RemoveAll},
+		{"rename", func(dir string) error { return os.Rename(dir, dir+".old") }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "locks")
+			l := newLocker(t, dir)
+			k := lock(t, l, "a", false)
+			if err := c.take(dir); err != nil {
+				t.Fatal(err)
+			}
+			lostWithin(t, k, time.Now(), 2*time.Second)
+			k.Unlock()
+
+			k = lock(t, l, "a", false)
+			defer k.Unlock()
+			other := newLocker(t, dir) // a process started after the clean-up
+			if _, err := other.Lock(context.Background(), "a", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+				t.Fatalf("another Locker on the path: Lock = %v; want ErrBusy", err)
+			}
+			fname, _ := filelock.FileName("a")
+			at := time.Now()
+			if err := os.Remove(filepath.Join(dir, fname)); err != nil {
+				t.Fatal(err)
+			}
+			took := lostWithin(t, k, at, 2*time.Second)
+			t.Logf("after %s and a new Lock: Lost() closed %s after an unlink in the new directory", c.name, took.Round(time.Microsecond))
 		})
 	}
 }

@@ -23,6 +23,9 @@ const (
 
 // dirEvents wakes the watcher when the lock directory changes.
 type dirEvents interface {
+	// watch makes d the directory watched, in place of any before, and
+	// returns how often the watcher must check besides.
+	watch(d *dirRef) time.Duration
 	// setDeadline makes wait return at t at the latest. It is called with
 	// Locker.mu held, from any goroutine.
 	setDeadline(t time.Time)
@@ -68,14 +71,14 @@ func (l *Locker) release(k *Lock) {
 func (l *Locker) watch() {
 	defer l.wg.Done()
 	l.mu.Lock()
-	ev, every := l.ev, l.every
+	ev := l.ev
 	l.mu.Unlock()
 	if ev == nil {
 		// Set up once per Locker and kept until Close: changes while no
 		// lock is held queue up and cost one spare check.
-		ev, every = l.newDirEvents()
+		ev = newDirEvents()
 		l.mu.Lock()
-		l.ev, l.every = ev, every
+		l.ev = ev
 		l.mu.Unlock()
 	}
 	var ks []*Lock
@@ -86,7 +89,8 @@ func (l *Locker) watch() {
 			l.mu.Unlock()
 			return
 		}
-		ev.setDeadline(time.Now().Add(every))
+		l.follow(ev)
+		ev.setDeadline(time.Now().Add(l.every))
 		l.mu.Unlock()
 		if !first {
 			// The first round checks at once: a change between Lock's own
@@ -101,6 +105,16 @@ func (l *Locker) watch() {
 	}
 }
 
+// follow points ev at the Locker's directory if that is not the one it
+// watches (the first time, or after reopen). Called with l.mu held.
+func (l *Locker) follow(ev dirEvents) {
+	l.dirMu.RLock()
+	defer l.dirMu.RUnlock()
+	if l.dir != nil && l.dir != l.watched {
+		l.watched, l.every = l.dir, ev.watch(l.dir)
+	}
+}
+
 // check marks lost every lock in ks whose file is no longer at its path.
 func (l *Locker) check(ks []*Lock) {
 	l.dirMu.RLock()
@@ -109,6 +123,9 @@ func (l *Locker) check(ks []*Lock) {
 		return
 	}
 	named := l.dir.stillNamed()
+	if !named {
+		l.moved.Store(true) // the next Lock opens the directory anew
+	}
 	for _, k := range ks {
 		if !named || !l.dir.stillAt(k.fname, k.f) {
 			k.markLost()
@@ -154,5 +171,7 @@ func (s *sleeper) wait() {
 		t.Stop()
 	}
 }
+
+func (s *sleeper) watch(*dirRef) time.Duration { return pollEvery }
 
 func (s *sleeper) close() error { return nil }

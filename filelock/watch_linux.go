@@ -11,7 +11,9 @@ import (
 // inotify reports changes to the names in the lock directory, and to the
 // directory itself, within microseconds.
 type inotify struct {
-	f   *os.File // non-blocking: reads wait in the runtime's poller
+	fd  int
+	wd  int      // the watch of the directory, -1 if none
+	f   *os.File // fd, non-blocking: reads wait in the runtime's poller
 	buf []byte
 }
 
@@ -21,24 +23,30 @@ type inotify struct {
 const inotifyMask = unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO |
 	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
-// newDirEvents watches the directory the Locker holds open (through
-// /proc/self/fd, not its path, which may since name another), or polls if
-// inotify is unavailable (out of instances or watches, no /proc).
-func (l *Locker) newDirEvents() (dirEvents, time.Duration) {
-	l.dirMu.RLock()
-	defer l.dirMu.RUnlock()
-	if l.dir == nil {
-		return newSleeper(), pollEvery
-	}
+// newDirEvents uses inotify, or polls if it is unavailable (out of
+// instances).
+func newDirEvents() dirEvents {
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
-		return newSleeper(), pollEvery
+		return newSleeper()
 	}
-	if _, err := unix.InotifyAddWatch(fd, "/proc/self/fd/"+strconv.Itoa(l.dir.fd), inotifyMask); err != nil {
-		unix.Close(fd)
-		return newSleeper(), pollEvery
+	return &inotify{fd: fd, wd: -1, f: os.NewFile(uintptr(fd), "inotify"), buf: make([]byte, 4096)}
+}
+
+// watch watches the directory d holds open (through /proc/self/fd, not its
+// path, which may since name another). Without a watch (out of watches, no
+// /proc) the watcher polls.
+func (n *inotify) watch(d *dirRef) time.Duration {
+	if n.wd >= 0 {
+		unix.InotifyRmWatch(n.fd, uint32(n.wd)) // gone already if the directory was
 	}
-	return &inotify{f: os.NewFile(uintptr(fd), "inotify"), buf: make([]byte, 4096)}, backstop
+	var err error
+	n.wd, err = unix.InotifyAddWatch(n.fd, "/proc/self/fd/"+strconv.Itoa(d.fd), inotifyMask)
+	if err != nil {
+		n.wd = -1
+		return pollEvery
+	}
+	return backstop
 }
 
 func (n *inotify) setDeadline(t time.Time) { n.f.SetReadDeadline(t) }

@@ -2,7 +2,5 @@
 
 package filelock
 
-import "time"
-
 // newDirEvents: without inotify the watcher polls.
-func (l *Locker) newDirEvents() (dirEvents, time.Duration) { return newSleeper(), pollEvery }
+func newDirEvents() dirEvents { return newSleeper() }
