@@ -23,7 +23,8 @@
 // while the Locker holds a lock; on Linux inotify wakes it within
 // milliseconds (with a check every second for what inotify does not see, a
 // parent directory moved), elsewhere it checks every 100 ms. It cannot
-// keep the next process out meanwhile. Files are opened relative to the
+// keep the next process out meanwhile. The Locker's next Lock then opens
+// the directory anew at its path. Files are opened relative to the
 // lock directory without following symbolic links, and a file with more
 // than one hard link is refused, so a planted link cannot make a lock
 // write elsewhere.

@@ -63,7 +63,8 @@ type Locker struct {
 
 // New returns a Locker for the lock directory dir, creating it (mode 0755)
 // if it is missing. The directory itself may be a symbolic link; the files
-// inside it never are.
+// inside it never are. If the directory is later removed or moved away, the
+// next Lock opens (creates) it anew at its path, as a new process would.
 func New(dir string) (*Locker, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
