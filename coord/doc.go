@@ -18,12 +18,18 @@
 // or nolock); use etcd to exclude across hosts.
 //
 // Fencing tokens: every exclusive holder of a name gets a token greater than
-// all earlier holders'. The lock alone cannot stop a holder that was paused
+// all earlier holders'; on the file backend also after the lock file or its
+// directory was deleted, as long as the host's clock does not step back (a
+// token is never below the wall clock in microseconds). The lock alone cannot stop a holder that was paused
 // (a GC pause, SIGSTOP, a slow disk) from acting after it lost the lock; a
 // resource that refuses a token lower than one it has seen can.
 //
 // Lost: Lock.Lost is closed when the lock may no longer be held. A file lock
-// is lost only with its process, so it never closes there.
+// is lost when its lock file is unlinked or replaced, or the lock directory
+// removed or moved, while it is held: the next process locks a new file.
+// The holder learns it within milliseconds on Linux (inotify), within
+// 100 ms elsewhere, but by then another process may already hold the lock:
+// deleting lock files under holders is a fault, not a way to break locks.
 //
 // Downloads: a destination is complete exactly when it holds MarkerName,
 // which Commit puts there with the same rename that makes the destination

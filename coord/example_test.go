@@ -27,7 +27,13 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("registry token:", l.Token())
+	first := l.Token() // pass it to what you guard
+	l.Unlock()
+	if l, err = m.RegistryLock(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("next token is greater:", l.Token() > first)
 	l.Unlock()
 
 	dc := coord.NewDownloadCoordinator(m)
@@ -40,7 +46,7 @@ func Example() {
 		fmt.Println("downloaded:", downloaded, err)
 	}
 	// Output:
-	// registry token: 1
+	// next token is greater: true
 	// downloaded: true <nil>
 	// downloaded: false <nil>
 }

@@ -176,7 +176,8 @@ func (m *Manager) Backend() string { return m.b.kind() }
 
 // LostMargin returns how long before another process could be granted a
 // lock Lost fires: the time a holder has to stop using it. It is 0 for the
-// file backend, whose locks are lost only with their process.
+// file backend, whose locks are lost only when someone deletes their file
+// or directory, which lets another process in at once.
 func (m *Manager) LostMargin() time.Duration {
 	if lm, ok := m.b.(interface{ lostMargin() time.Duration }); ok {
 		return lm.lostMargin()
@@ -426,15 +427,20 @@ func (l *Lock) Name() string { return l.name }
 // earlier exclusive holder of this name. Pass it to the resource you guard
 // and have it refuse writes with a token lower than one it has seen: that,
 // not the lock alone, is what protects against a holder that was paused or
-// cut off and did not notice it lost the lock. A shared lock's token is the
-// last exclusive holder's on the file backend, its own key's revision on
-// etcd.
+// cut off and did not notice it lost the lock. A shared lock's token is at
+// least the last exclusive holder's and below the next one's: on the file
+// backend the last token or the clock in microseconds, whichever is more;
+// on etcd its own key's revision. File tokens are never below the wall
+// clock in microseconds, so they keep rising when a lock file is deleted
+// and made anew.
 func (l *Lock) Token() int64 { return l.h.Token() }
 
 // Lost returns a channel that is closed if the lock is lost before Unlock.
-// A file lock is lost only with its process, so for the file backend it
-// never closes; an etcd lock is lost when its key is deleted or its lease
-// may have expired (and its channel is closed by Unlock too).
+// A file lock is lost when its lock file is unlinked or replaced, or the
+// lock directory removed or moved (Linux: within milliseconds, through
+// inotify; elsewhere within 100 ms); an etcd lock is lost when its key is
+// deleted or its lease may have expired (and its channel is closed by
+// Unlock too).
 func (l *Lock) Lost() <-chan struct{} { return l.h.Lost() }
 
 // Holder describes this process as the holder.

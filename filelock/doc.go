@@ -14,14 +14,29 @@
 // CRC, so that other processes can read who holds the lock while it is held
 // and never mistake a half-written record for a whole one.
 //
-// Lock files are never deleted: a process that deleted one could let a
-// waiter on the old file and a newcomer on a new file both "hold" the lock.
-// Files are opened relative to the lock directory without following
-// symbolic links, and a file with more than one hard link is refused, so a
-// planted link cannot make a lock write elsewhere.
+// Lock files are never deleted by this package: a process that deleted one
+// could let a waiter on the old file and a newcomer on a new file both
+// "hold" the lock. Someone else may delete them (rm -rf of the lock
+// directory in a cache clean-up): a Lock whose file is unlinked or replaced,
+// or whose directory is removed or moved, while it is held reports it on
+// its Lost channel, which a watcher per Locker closes. The watcher runs only
+// while the Locker holds a lock; on Linux inotify wakes it within
+// milliseconds (with a check every second for what inotify does not see, a
+// parent directory moved), elsewhere it checks every 100 ms. It cannot
+// keep the next process out meanwhile. The Locker's next Lock then opens
+// the directory anew at its path. Files are opened relative to the
+// lock directory without following symbolic links, and a file with more
+// than one hard link is refused, so a planted link cannot make a lock
+// write elsewhere.
+//
+// Fencing tokens: the last one handed out lives in the lock file; the next
+// exclusive holder gets one more, or the wall clock in microseconds if that
+// is more. A file made anew (after a deletion) therefore starts above every
+// token the old one handed out, which cannot have run ahead of the clock:
+// each grant takes more than a microsecond. This holds as long as the
+// clock does not step back by more than the time since the last grant.
 //
 // Limits: locks exclude processes on one host. On NFS, flock is emulated
 // with byte-range locks and may be host-local (local_lock=flock, nolock)
-// without any error. Tokens live in the lock file: they survive restarts
-// of processes, not the deletion of the file.
+// without any error; tokens rely on one host's clock.
 package filelock

@@ -18,6 +18,7 @@ func openDir(path string) (*dirRef, error) {
 func (d *dirRef) close() error                       { return nil }
 func (d *dirRef) open(string, bool) (*file, error)   { return nil, errors.ErrUnsupported }
 func (d *dirRef) stillAt(string, *file) bool         { return false }
+func (d *dirRef) stillNamed() bool                   { return false }
 func (f *file) lock(bool, bool) (bool, error)        { return false, errors.ErrUnsupported }
 func (f *file) unlock() error                        { return errors.ErrUnsupported }
 func (f *file) readAt([]byte, int64) (int, error)    { return 0, errors.ErrUnsupported }

@@ -12,8 +12,9 @@ import (
 // dirRef is the open lock directory; lock files are opened relative to it,
 // so a renamed or replaced path cannot redirect them.
 type dirRef struct {
-	path string
-	fd   int
+	path     string
+	fd       int
+	dev, ino uint64
 }
 
 // file is an open lock file.
@@ -34,7 +35,23 @@ func openDir(path string) (*dirRef, error) {
 		unix.Close(fd)
 		return nil, &os.PathError{Op: "access", Path: path, Err: err}
 	}
-	return &dirRef{path: path, fd: fd}, nil
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return &dirRef{path: path, fd: fd, dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil
+}
+
+// stillNamed reports whether d's path still leads to d: a directory that
+// was removed, or moved (itself or a parent), is not where other processes
+// look for lock files.
+func (d *dirRef) stillNamed() bool {
+	var st unix.Stat_t
+	if err := unix.Stat(d.path, &st); err != nil {
+		return false
+	}
+	return uint64(st.Dev) == d.dev && uint64(st.Ino) == d.ino
 }
 
 func (d *dirRef) close() error { return unix.Close(d.fd) }

@@ -65,6 +65,11 @@ func (d *dirRef) open(name string, create bool) (*file, error) {
 	return &file{f: f, fi: fi}, nil
 }
 
+// stillNamed: stillAt goes by path, so it sees a directory removed, moved
+// or replaced too.
+func (d *dirRef) stillNamed() bool { return true }
+
+// stillAt reports whether the file at name in d is still f.
 func (d *dirRef) stillAt(name string, f *file) bool {
 	fi, err := os.Lstat(filepath.Join(d.path, name))
 	return err == nil && os.SameFile(fi, f.fi)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,9 +33,8 @@ const maxIdle = 64
 // use; locks taken through one Locker exclude each other as they exclude
 // other processes'.
 type Locker struct {
-	path  string        // the lock directory, absolute
-	never chan struct{} // Lost() of every lock: a file lock is lost only with its process
-	done  chan struct{} // closed by Close: waits give up
+	path string        // the lock directory, absolute
+	done chan struct{} // closed by Close: waits give up
 
 	// dir is nil once closed. Opening files through it holds the read
 	// lock, so that Close cannot close the descriptor (and the OS reuse
@@ -46,11 +47,24 @@ type Locker struct {
 	idle    map[string][]*file // open lock files not holding a lock, by file name
 	nidle   int
 	pending map[waitKey]*waiter // cancelled waits still queued in the kernel
+
+	// The watcher (watch.go) runs while held is not empty.
+	held     []*Lock // Lock.idx is the index
+	watching bool
+	ev       dirEvents // made by the first watcher, closed by Close
+	wg       sync.WaitGroup
+	// Owned by the running watcher.
+	watched *dirRef       // the directory ev watches
+	every   time.Duration // how often it checks besides
+	// moved is set by the watcher when the directory is no longer at its
+	// path; the next Lock opens it anew.
+	moved atomic.Bool
 }
 
 // New returns a Locker for the lock directory dir, creating it (mode 0755)
 // if it is missing. The directory itself may be a symbolic link; the files
-// inside it never are.
+// inside it never are. If the directory is later removed or moved away, the
+// next Lock opens (creates) it anew at its path, as a new process would.
 func New(dir string) (*Locker, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -63,7 +77,6 @@ func New(dir string) (*Locker, error) {
 	return &Locker{
 		path:    abs,
 		dir:     d,
-		never:   make(chan struct{}),
 		done:    make(chan struct{}),
 		idle:    map[string][]*file{},
 		pending: map[waitKey]*waiter{},
@@ -80,9 +93,10 @@ func (l *Locker) Dir() string { return l.path }
 func (l *Locker) NetworkFS() string { return networkFS(l.path) }
 
 // Close closes the files the Locker keeps open; Lock calls still waiting
-// return ErrClosed. Locks still held stay held until their Unlock. A wait
-// that gave up may still be queued in the kernel; it lets go of the lock
-// the moment it is granted.
+// return ErrClosed. Locks still held stay held until their Unlock, but are
+// no longer watched: their Lost channels stay as they are. A wait that gave
+// up may still be queued in the kernel; it lets go of the lock the moment
+// it is granted.
 func (l *Locker) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -97,7 +111,14 @@ func (l *Locker) Close() error {
 		}
 	}
 	l.idle, l.nidle, l.pending = nil, 0, nil
+	if l.ev != nil {
+		l.ev.setDeadline(time.Unix(1, 0))
+	}
 	l.mu.Unlock()
+	l.wg.Wait()
+	if l.ev != nil {
+		l.ev.close()
+	}
 
 	l.dirMu.Lock()
 	defer l.dirMu.Unlock()
@@ -114,6 +135,45 @@ func (l *Locker) open(fname string, create bool) (*file, error) {
 		return nil, ErrClosed
 	}
 	return l.dir.open(fname, create)
+}
+
+// reopen opens the lock directory at its path again, as a new process
+// would, if the one held is no longer there (removed, or moved with a
+// parent), and drops the files kept open in the old one. It reports
+// whether it did.
+func (l *Locker) reopen() bool {
+	l.dirMu.Lock()
+	if l.dir == nil || l.dir.stillNamed() {
+		l.moved.Store(false)
+		l.dirMu.Unlock()
+		return false
+	}
+	d, err := openDir(l.path)
+	if err != nil {
+		l.dirMu.Unlock()
+		return false
+	}
+	old := l.dir
+	l.dir = d
+	l.moved.Store(false)
+	l.dirMu.Unlock()
+	old.close()
+
+	l.mu.Lock()
+	var idle map[string][]*file
+	if !l.closed {
+		idle, l.idle, l.nidle = l.idle, map[string][]*file{}, 0
+	}
+	if l.ev != nil {
+		l.ev.setDeadline(time.Now()) // the watcher follows to d
+	}
+	l.mu.Unlock()
+	for _, files := range idle {
+		for _, f := range files {
+			f.close()
+		}
+	}
+	return true
 }
 
 // stillAt reports whether f is still the file called fname.
@@ -146,7 +206,13 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 		return nil, fmt.Errorf("holder record of %d bytes exceeds %d", len(record), MaxRecordLen)
 	}
 	for attempt := 0; ; attempt++ {
+		if l.moved.Load() {
+			l.reopen()
+		}
 		f, err := l.get(fname)
+		if errors.Is(err, fs.ErrNotExist) && attempt < 10 && l.reopen() {
+			continue // the directory was removed
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -164,9 +230,14 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 				return nil, err
 			}
 		}
+		// Watched before the check, so that a deletion after the check
+		// reaches the watcher with this lock among those it looks at.
+		k := &Lock{l: l, f: f, fname: fname, shared: shared, idx: -1}
+		l.hold(k)
 		if !l.stillAt(fname, f) {
 			// The file was removed or replaced behind our back: the lock we
 			// hold excludes nobody. Start over on the file now there.
+			l.release(k)
 			f.unlock()
 			f.close()
 			if l.isClosed() {
@@ -177,8 +248,8 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 			}
 			continue
 		}
-		k, err := l.acquired(fname, name, f, shared, record)
-		if err != nil {
+		if err := k.acquired(name, record); err != nil {
+			l.release(k)
 			f.unlock()
 			f.close()
 			return nil, err
@@ -187,22 +258,31 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 	}
 }
 
-func (l *Locker) acquired(fname, name string, f *file, shared bool, record []byte) (*Lock, error) {
+// acquired hands out the token and writes the record of a granted lock.
+//
+// A token is never below the wall clock in microseconds: a lock file made
+// anew (after someone deleted it or its directory) would otherwise count
+// again from 1. No file of a name can have handed out more tokens than
+// microseconds went by since it was made, one grant taking more than a
+// microsecond, so tokens keep rising across files as long as the clock
+// does not step back. The same covers increments a machine crash took
+// from the file before they reached the disk.
+func (k *Lock) acquired(name string, record []byte) error {
 	var b [8]byte
-	n, err := f.readAt(b[:], hdrOff)
+	n, err := k.f.readAt(b[:], hdrOff)
 	if err != nil {
-		return nil, fmt.Errorf("read token of %q: %w", name, err)
+		return fmt.Errorf("read token of %q: %w", name, err)
 	}
 	h, _ := decodeHeader(b[:n])
-	k := &Lock{l: l, f: f, fname: fname, shared: shared, token: h.token, since: time.Now()}
-	if shared {
-		return k, nil
+	k.since = time.Now()
+	clock := uint64(max(k.since.UnixMicro(), 1))
+	if k.shared {
+		// At least the last token handed out, below the next one.
+		k.token = max(h.token, clock-1)
+		return nil
 	}
-	k.token++
-	if err := k.write(record); err != nil {
-		return nil, err
-	}
-	return k, nil
+	k.token = max(h.token+1, clock)
+	return k.write(record)
 }
 
 func (l *Locker) get(fname string) (*file, error) {
@@ -336,23 +416,54 @@ type Lock struct {
 	shared bool
 	token  uint64
 	since  time.Time
+	idx    int // in Locker.held, -1 if not there
 
 	mu       sync.Mutex
 	released bool
 	exported bool // File was called: others may share the descriptor
 	buf      []byte
+	lost     chan struct{} // made by the first Lost call
+	isLost   bool
 }
 
-// Token returns the fencing token: for an exclusive lock, one more than the
-// token of the previous exclusive holder of this name, in any process, since
-// the lock file was created; for a shared lock, the last token handed out.
-// Tokens survive process restarts; they start again at 1 only if the lock
-// file is deleted.
+// Token returns the fencing token. An exclusive holder's is greater than
+// every token handed out before for this name on this host, in any process,
+// also when the lock file or its directory was deleted meanwhile: it is one
+// more than the last, or the wall clock in microseconds if that is more (so
+// it holds as long as the clock does not step back). A shared holder's is
+// at least the last token handed out and below the next.
 func (k *Lock) Token() int64 { return int64(k.token) }
 
-// Lost returns a channel that is never closed: a file lock lasts as long as
-// the process that holds it.
-func (k *Lock) Lost() <-chan struct{} { return k.l.never }
+// Lost returns a channel that is closed if the lock stops excluding others
+// while held: its lock file was unlinked or replaced, or the lock
+// directory removed or moved, so that the next process locks a new file.
+// On Linux inotify reports that within milliseconds, elsewhere a check
+// every 100 ms does (and every second on Linux, for a parent directory
+// moved). The lock is still released only by Unlock. Locks held after
+// Locker.Close are no longer watched.
+func (k *Lock) Lost() <-chan struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.lost == nil {
+		k.lost = make(chan struct{})
+		if k.isLost {
+			close(k.lost)
+		}
+	}
+	return k.lost
+}
+
+func (k *Lock) markLost() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.isLost || k.released {
+		return
+	}
+	k.isLost = true
+	if k.lost != nil {
+		close(k.lost)
+	}
+}
 
 // Update replaces the holder record, for instance to publish progress.
 // Readers see either the old or the new record, never a mix. A shared lock
@@ -404,6 +515,7 @@ func (k *Lock) Unlock() error {
 		return nil
 	}
 	k.released = true
+	k.l.release(k)
 	// The record stays behind: readers trust a record only while the
 	// lock is held exclusively, which they ask the kernel.
 	if err := k.f.unlock(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/toolchainkit/coord/coord"
 )
@@ -87,8 +88,9 @@ func TestFSReadOnlyLockDir(t *testing.T) {
 // be written is refused (exit 69, one line naming the lock file and the
 // cause), never granted: a token not written down would be handed out
 // again, and fencing relies on it rising. Locks whose files exist keep
-// working, nothing in the directory is lost, and once there is space the
-// refused name gets token 1, as if never asked for.
+// working, their tokens rising, nothing in the directory is lost, and once
+// there is space the refused name gets its first token, as a name never
+// asked for does (the wall clock in microseconds).
 func TestFSLockDirFull(t *testing.T) {
 	w := newWorld(t, fileBackend())
 	mountTmpfs(t, w.dir, "size=64k")
@@ -125,8 +127,11 @@ func TestFSLockDirFull(t *testing.T) {
 	}
 
 	// An existing lock file has its space: its lock still works.
-	if code, out := w.runCoord("lock", "old", "--", "sh", "-c", `echo $COORD_FENCING_TOKEN > tok`); code != 0 || mustInt(t, w.path("tok")) != 2 {
-		t.Errorf("coord lock old in a full lock dir: exit %d, token file %q; want 0 and token 2:\n%s", code, readFile(t, w.path("tok")), out)
+	start := time.Now().UnixMicro()
+	code, out := w.runCoord("lock", "old", "--", "sh", "-c", `echo $COORD_FENCING_TOKEN > tok`)
+	old := mustInt(t, w.path("tok"))
+	if code != 0 || old <= 0 {
+		t.Errorf("coord lock old in a full lock dir: exit %d, token %d; want 0 and a token:\n%s", code, old, out)
 	}
 	if got := fileSize(t, filler); got != fillerSize {
 		t.Errorf("filler is %d bytes, was %d", got, fillerSize)
@@ -134,11 +139,11 @@ func TestFSLockDirFull(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := w.runCoord("lock", "new", "--", "sh", "-c", `echo $COORD_FENCING_TOKEN > tok`); code != 0 || mustInt(t, w.path("tok")) != 1 {
-		t.Errorf("coord lock new once there is space: exit %d, token file %q; want 0 and token 1:\n%s", code, readFile(t, w.path("tok")), out)
+	if code, out := w.runCoord("lock", "new", "--", "sh", "-c", `echo $COORD_FENCING_TOKEN > tok`); code != 0 || mustInt(t, w.path("tok")) < start {
+		t.Errorf("coord lock new once there is space: exit %d, token file %q; want 0 and a first token, at least the clock %d µs:\n%s", code, readFile(t, w.path("tok")), start, out)
 	}
-	if code, out := w.runCoord("lock", "old", "--", "sh", "-c", `echo $COORD_FENCING_TOKEN > tok`); code != 0 || mustInt(t, w.path("tok")) != 3 {
-		t.Errorf("coord lock old once there is space: exit %d, token file %q; want 0 and token 3:\n%s", code, readFile(t, w.path("tok")), out)
+	if code, out := w.runCoord("lock", "old", "--", "sh", "-c", `echo $COORD_FENCING_TOKEN > tok`); code != 0 || mustInt(t, w.path("tok")) <= old {
+		t.Errorf("coord lock old once there is space: exit %d, token file %q; want 0 and a token above %d:\n%s", code, readFile(t, w.path("tok")), old, out)
 	}
 }
 
