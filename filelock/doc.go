@@ -14,8 +14,12 @@
 // CRC, so that other processes can read who holds the lock while it is held
 // and never mistake a half-written record for a whole one.
 //
-// Lock files are never deleted: a process that deleted one could let a
-// waiter on the old file and a newcomer on a new file both "hold" the lock.
+// Only Prune deletes lock files, and only one it holds: a process that
+// deleted a file someone held could let the holder of the old file and a
+// newcomer on a new file both "hold" the lock. Every Lock checks, once
+// granted, that the path still names the file it locked, and starts over
+// on the file now there if not, so a waiter on a removed file never holds
+// it. Never delete lock files with rm: use Prune (`coord gc`).
 // Files are opened relative to the lock directory without following
 // symbolic links, and a file with more than one hard link is refused, so a
 // planted link cannot make a lock write elsewhere.

@@ -165,10 +165,12 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 			}
 		}
 		if !l.stillAt(fname, f) {
-			// The file was removed or replaced behind our back: the lock we
-			// hold excludes nobody. Start over on the file now there.
+			// The file was removed or replaced behind our back (Prune): the
+			// lock we hold excludes nobody. Start over on the file now
+			// there, without the other descriptors we keep of the old one.
 			f.unlock()
 			f.close()
+			l.dropIdle(fname)
 			if l.isClosed() {
 				return nil, ErrClosed
 			}
