@@ -166,6 +166,9 @@ func (l *Locker) pruneFile(fname string, now time.Time, o PruneOptions, p *Prune
 	}
 	err = l.dir.remove(fname)
 	l.dirMu.RUnlock()
+	if errors.Is(err, errors.ErrUnsupported) {
+		return fmt.Errorf("remove %s: %w", p.File, err)
+	}
 	if err != nil {
 		return err
 	}
