@@ -96,7 +96,8 @@ type doneRecord struct {
 //     named by the record that the last downloader left in a toolchain lock
 //     file, and by etcd's download records. GC looks at them only while it
 //     holds that toolchain's lock (a single try), as the next downloader
-//     would; a toolchain lock file is kept while leftovers it leads to stay;
+//     would; a toolchain lock file is kept while leftovers it leads to stay,
+//     and with OlderThan one taken within that age is not looked at;
 //   - etcd download records whose destination on this host has lost its
 //     completion marker (only with EtcdRecords).
 //

@@ -128,7 +128,11 @@ func printGC(w io.Writer, r coord.GCReport, o coord.GCOptions) {
 			fmt.Fprintf(w, "kept %s: %s\n", what, Printable(it.Kept))
 		}
 	}
-	fmt.Fprintf(w, "%s %d lock files (%s backend)", verb, removed, r.Backend)
+	files := "lock files"
+	if removed == 1 {
+		files = "lock file"
+	}
+	fmt.Fprintf(w, "%s %d %s (%s backend)", verb, removed, files, r.Backend)
 	if n := kept[filelock.KeptHeld] + kept[filelock.KeptAwaited]; n > 0 {
 		fmt.Fprintf(w, "; %d held or awaited", n)
 	}
