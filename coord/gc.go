@@ -39,14 +39,18 @@ const (
 	GCRecord   = "record"    // an etcd download record whose destination lost its marker
 )
 
-// Why GC kept an item (GCItem.Kept), beyond filelock's held, awaited,
-// recent, unsafe and replaced.
+// Why GC kept an item (GCItem.Kept).
 const (
-	KeptNotAsked  = "not asked"    // its removal needs an option (Staging, Replaced, EtcdRecords)
-	KeptLeftovers = "leftovers"    // a toolchain lock file whose record is how GC finds leftovers it kept
-	KeptOtherHost = "another host" // a record of a download on another host: its destination is not ours to check
-	KeptRewritten = "rewritten"    // the record changed since GC read it
-	KeptForeign   = "foreign"      // a record coord did not write: no absolute destination in it
+	KeptHeld      = filelock.KeptHeld    // someone holds the lock
+	KeptAwaited   = filelock.KeptAwaited // someone waits for the lock
+	KeptRecent    = filelock.KeptRecent  // used, or moved aside, within OlderThan
+	KeptUnsafe    = filelock.KeptUnsafe  // a link, or not what coord makes there: left alone
+	KeptChanged   = filelock.KeptChanged // the lock file was replaced while GC looked
+	KeptNotAsked  = "not asked"          // its removal needs an option (Staging, Replaced, EtcdRecords)
+	KeptLeftovers = "leftovers"          // a toolchain lock file whose record is how GC finds leftovers it kept
+	KeptOtherHost = "another host"       // a record of a download on another host: its destination is not ours to check
+	KeptRewritten = "rewritten"          // the record changed since GC read it
+	KeptForeign   = "foreign"            // a record coord did not write: no absolute destination in it
 )
 
 // GCItem is one thing GC found.
@@ -137,7 +141,7 @@ func (m *Manager) gcLockFiles(ctx context.Context, lf lockFiles, o GCOptions, r 
 		items := m.leftovers(id, h.Dest, o)
 		r.Items = append(r.Items, items...)
 		for _, it := range items {
-			if !it.Removed && it.Kept != filelock.KeptUnsafe {
+			if !it.Removed && it.Kept != KeptUnsafe {
 				return false // a later GC may be asked to remove it
 			}
 		}
@@ -250,14 +254,14 @@ func (m *Manager) leftovers(id, dest string, o GCOptions) []GCItem {
 			}
 			it.Kind, it.Time, remove = GCReplaced, t, o.Replaced
 			if remove && o.OlderThan > 0 && time.Since(t) < o.OlderThan {
-				it.Kept = filelock.KeptRecent
+				it.Kept = KeptRecent
 			}
 		default:
 			continue
 		}
 		switch {
 		case !e.IsDir(): // a symbolic link, or a file: coord made neither
-			it.Kept = filelock.KeptUnsafe
+			it.Kept = KeptUnsafe
 		case it.Kept != "":
 		case !remove:
 			it.Kept = KeptNotAsked

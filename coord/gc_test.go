@@ -11,7 +11,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/toolchainkit/coord/coord"
-	"github.com/toolchainkit/coord/filelock"
 )
 
 // gcItems runs GC and returns its items by kind and name.
@@ -99,7 +98,7 @@ func TestGCDownloadLeftovers(t *testing.T) {
 	old := time.Now().Add(-2 * time.Hour)
 	os.Chtimes(lockFile, old, old)
 	items = gcItems(t, m, coord.GCOptions{Replaced: true, OlderThan: time.Hour})
-	wantItem(t, items, "replaced sdk", false, filelock.KeptRecent)
+	wantItem(t, items, "replaced sdk", false, coord.KeptRecent)
 
 	items = gcItems(t, m, coord.GCOptions{Staging: true, Replaced: true})
 	wantItem(t, items, "staging sdk", true, "")
@@ -128,7 +127,7 @@ func TestGCLeavesDownloadInProgress(t *testing.T) {
 	}
 	defer d.Close()
 	items := gcItems(t, newManager(t, locks), coord.GCOptions{Staging: true, Replaced: true})
-	wantItem(t, items, "lock-file toolchain/jdk", false, filelock.KeptHeld)
+	wantItem(t, items, "lock-file toolchain/jdk", false, coord.KeptHeld)
 	if _, ok := items["staging jdk"]; ok {
 		t.Fatal("GC looked at the staging directory of a download in progress")
 	}

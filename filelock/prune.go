@@ -11,12 +11,12 @@ import (
 
 // Why Prune kept a lock file.
 const (
-	KeptHeld     = "held"     // someone holds the lock
-	KeptAwaited  = "awaited"  // someone waits for it
-	KeptRecent   = "recent"   // acquired within PruneOptions.OlderThan
-	KeptUnsafe   = "unsafe"   // not a regular file with one link: never opened for writing, never removed
-	KeptByVisit  = "visit"    // PruneOptions.Visit said to keep it
-	KeptReplaced = "replaced" // the path named another file by the time Prune held it
+	KeptHeld    = "held"    // someone holds the lock
+	KeptAwaited = "awaited" // someone waits for it
+	KeptRecent  = "recent"  // acquired within PruneOptions.OlderThan
+	KeptUnsafe  = "unsafe"  // not a regular file with one link: never opened for writing, never removed
+	KeptByVisit = "visit"   // PruneOptions.Visit said to keep it
+	KeptChanged = "changed" // the path named another file by the time Prune held it
 )
 
 // PruneOptions says which idle lock files Prune removes.
@@ -126,7 +126,7 @@ func (l *Locker) pruneFile(fname string, now time.Time, o PruneOptions, p *Prune
 	}
 	defer f.unlock()
 	if !l.stillAt(fname, f) {
-		p.Kept = KeptReplaced
+		p.Kept = KeptChanged
 		return nil
 	}
 	if entries, _ := readLockTable().lookup(f); len(entries) > 0 {

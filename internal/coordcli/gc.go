@@ -9,7 +9,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/toolchainkit/coord/coord"
-	"github.com/toolchainkit/coord/filelock"
 )
 
 const gcUsage = "coord gc [--older-than D] [--dry-run] [--staging] [--replaced] [--etcd-records] [--json]"
@@ -113,16 +112,16 @@ func printGC(w io.Writer, r coord.GCReport, o coord.GCOptions) {
 				removed++
 			}
 			fmt.Fprintf(w, "%s %s\n", verb, what)
-		case it.Kind == coord.GCLockFile && it.Kept != filelock.KeptUnsafe:
+		case it.Kind == coord.GCLockFile && it.Kept != coord.KeptUnsafe:
 			kept[it.Kept]++
 		case it.Kept == coord.KeptNotAsked && it.Kind == coord.GCRecord:
 			fmt.Fprintf(w, "kept %s: the destination has no completion marker; pass --%s to remove\n", what, flagRecords)
 		case it.Kept == coord.KeptNotAsked:
 			fmt.Fprintf(w, "kept %s: pass --%s to remove\n", what, map[string]string{
 				coord.GCStaging: flagStaging, coord.GCReplaced: flagReplaced}[it.Kind])
-		case it.Kept == filelock.KeptRecent:
+		case it.Kept == coord.KeptRecent:
 			fmt.Fprintf(w, "kept %s: less than %s ago\n", what, o.OlderThan)
-		case it.Kept == filelock.KeptUnsafe:
+		case it.Kept == coord.KeptUnsafe:
 			fmt.Fprintf(w, "left alone %s: not a regular file or directory of coord's (a link?)\n", what)
 		default:
 			fmt.Fprintf(w, "kept %s: %s\n", what, Printable(it.Kept))
@@ -133,10 +132,10 @@ func printGC(w io.Writer, r coord.GCReport, o coord.GCOptions) {
 		files = "lock file"
 	}
 	fmt.Fprintf(w, "%s %d %s (%s backend)", verb, removed, files, r.Backend)
-	if n := kept[filelock.KeptHeld] + kept[filelock.KeptAwaited]; n > 0 {
+	if n := kept[coord.KeptHeld] + kept[coord.KeptAwaited]; n > 0 {
 		fmt.Fprintf(w, "; %d held or awaited", n)
 	}
-	if n := kept[filelock.KeptRecent]; n > 0 {
+	if n := kept[coord.KeptRecent]; n > 0 {
 		fmt.Fprintf(w, "; %d used within %s", n, o.OlderThan)
 	}
 	if n := kept[coord.KeptLeftovers]; n > 0 {
