@@ -103,12 +103,17 @@ func printGC(w io.Writer, r coord.GCReport, o coord.GCOptions) {
 	if r.DryRun {
 		verb = "would remove"
 	}
+	// The summary counts lock files on the file backend, records on etcd.
+	unit := coord.GCLockFile
+	if r.Backend == coord.BackendEtcd {
+		unit = coord.GCRecord
+	}
 	removed, kept := 0, map[string]int{}
 	for _, it := range r.Items {
 		what := gcWhat(it)
 		switch {
 		case it.Removed:
-			if it.Kind == coord.GCLockFile {
+			if it.Kind == unit {
 				removed++
 			}
 			fmt.Fprintf(w, "%s %s\n", verb, what)
@@ -127,11 +132,11 @@ func printGC(w io.Writer, r coord.GCReport, o coord.GCOptions) {
 			fmt.Fprintf(w, "kept %s: %s\n", what, Printable(it.Kept))
 		}
 	}
-	files := "lock files"
-	if removed == 1 {
-		files = "lock file"
+	noun := map[string]string{coord.GCLockFile: "lock file", coord.GCRecord: "download record"}[unit]
+	if removed != 1 {
+		noun += "s"
 	}
-	fmt.Fprintf(w, "%s %d %s (%s backend)", verb, removed, files, r.Backend)
+	fmt.Fprintf(w, "%s %d %s (%s backend)", verb, removed, noun, r.Backend)
 	if n := kept[coord.KeptHeld] + kept[coord.KeptAwaited]; n > 0 {
 		fmt.Fprintf(w, "; %d held or awaited", n)
 	}
