@@ -46,7 +46,11 @@ type downloads interface {
 	waitDone(ctx context.Context, id string) error
 }
 
-var _ downloads = etcdBackend{}
+var (
+	_ downloads   = etcdBackend{}
+	_ doneRecords = etcdBackend{}
+	_ lockFiles   = fileBackend{}
+)
 
 // errBusy is a backend's answer to a single try on a held lock.
 var errBusy = errors.New("busy")
@@ -90,6 +94,10 @@ func (b fileBackend) list(context.Context) ([]Status, error) {
 }
 
 func (b fileBackend) close() error { return b.l.Close() }
+
+func (b fileBackend) prune(ctx context.Context, o filelock.PruneOptions) ([]filelock.Pruned, error) {
+	return b.l.Prune(ctx, o)
+}
 
 func fileStatus(info filelock.Info) Status {
 	s := Status{

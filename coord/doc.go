@@ -34,4 +34,12 @@
 // Downloads: a destination is complete exactly when it holds MarkerName,
 // which Commit puts there with the same rename that makes the destination
 // appear, so no reader ever sees a half-written destination.
+//
+// Clean-up: Manager.GC removes idle lock files, each only while it holds
+// it, and the leftovers of downloads (stale staging directories,
+// destinations moved aside, etcd records whose destination lost its
+// marker) when asked. It finds leftovers only beside destinations that a
+// toolchain lock file's last record or an etcd download record names: the
+// staging directories of a download that died before any download of its
+// id committed on etcd are removed by the next downloader only.
 package coord

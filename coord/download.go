@@ -222,10 +222,18 @@ func Complete(dest string) bool {
 // stagingPrefix is the name prefix of dest's staging directories for this
 // id; the id's hash is part of it, so that a downloader removes only what
 // downloads of its own id left behind.
-func (d *Download) stagingPrefix() string {
-	sum := sha256.Sum256([]byte(d.id))
-	return fmt.Sprintf(".%s.coord-staging-%x-", filepath.Base(d.dest), sum[:4])
+func (d *Download) stagingPrefix() string { return stagingPrefix(d.id, d.dest) }
+
+func stagingPrefix(id, dest string) string {
+	sum := sha256.Sum256([]byte(id))
+	return fmt.Sprintf(".%s.coord-staging-%x-", filepath.Base(dest), sum[:4])
 }
+
+// replacedPrefix and replacedTime name the directories that clearDest moves
+// an incomplete dest aside to.
+const replacedTime = "20060102T150405.000000000"
+
+func replacedPrefix(dest string) string { return filepath.Base(dest) + ".coord-replaced-" }
 
 // prepare removes what dead downloaders left beside dest, which only the
 // lock holder may do, and makes a fresh staging directory.
@@ -425,7 +433,7 @@ func clearDest(dest string, log *zap.Logger) error {
 	if err == nil || errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	aside := fmt.Sprintf("%s.coord-replaced-%s", dest, time.Now().UTC().Format("20060102T150405.000000000"))
+	aside := filepath.Join(filepath.Dir(dest), replacedPrefix(dest)+time.Now().UTC().Format(replacedTime))
 	if err := os.Rename(dest, aside); err != nil {
 		return fmt.Errorf("move incomplete destination aside: %w", err)
 	}

@@ -202,6 +202,23 @@ func (b etcdBackend) waitDone(ctx context.Context, id string) error {
 	return etcdError(b.l.WaitDone(ctx, id))
 }
 
+func (b etcdBackend) records(ctx context.Context) ([]doneRecord, error) {
+	ds, err := b.l.Downloads(ctx)
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	out := make([]doneRecord, len(ds))
+	for i, d := range ds {
+		out[i] = doneRecord{id: d.ID, key: d.Key, value: d.Value, rev: d.Revision}
+	}
+	return out, nil
+}
+
+func (b etcdBackend) deleteRecord(ctx context.Context, r doneRecord) (bool, error) {
+	ok, err := b.l.DeleteDone(ctx, etcdlock.Done{ID: r.id, Key: r.key, Value: r.value, Revision: r.rev})
+	return ok, etcdError(err)
+}
+
 func etcdError(err error) error {
 	switch {
 	case err == nil:

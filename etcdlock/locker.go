@@ -976,6 +976,52 @@ func (l *Locker) WaitDone(ctx context.Context, id string) error {
 	}
 }
 
+// Done is a download record, as MarkDone stored it.
+type Done struct {
+	ID       string // the download id; a key not written by MarkDone shows as its raw segment
+	Key      string
+	Value    []byte
+	Revision int64 // the record's version: DeleteDone removes this one only
+}
+
+// Downloads lists the download records under the prefix, sorted by key.
+func (l *Locker) Downloads(ctx context.Context) ([]Done, error) {
+	ctx, cancel := l.bind(ctx)
+	defer cancel()
+	root := l.prefix + "/downloads/"
+	resp, err := l.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, l.unavailable("list download records", err)
+	}
+	out := make([]Done, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		seg := strings.TrimPrefix(string(kv.Key), root)
+		id, ok := unescapeName(seg)
+		if !ok {
+			id = seg
+		}
+		out = append(out, Done{ID: id, Key: string(kv.Key), Value: kv.Value, Revision: kv.ModRevision})
+	}
+	return out, nil
+}
+
+// DeleteDone removes the download record d if it is still the version
+// Downloads read: a download that committed again since keeps its new
+// record. It reports whether it removed it.
+func (l *Locker) DeleteDone(ctx context.Context, d Done) (bool, error) {
+	ctx, cancel := l.bind(ctx)
+	defer cancel()
+	resp, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(d.Key), "=", d.Revision)).
+		Then(clientv3.OpDelete(d.Key)).Commit()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return false, ctxErr(ctx)
+	case err != nil:
+		return false, l.unavailable("delete download record", err)
+	}
+	return resp.Succeeded, nil
+}
+
 // diagnose says why the endpoints do not answer: nothing listening, or the
 // TLS handshake failing. It probes them all at once, until ctx ends.
 // refusal is set when every endpoint refuses us for a reason retrying

@@ -550,3 +550,37 @@ func TestNewDuringElection(t *testing.T) {
 		t.Logf("3 Lockers made and a Lock taken and released %s after the leader was killed", took.Round(time.Millisecond))
 	}
 }
+
+// DeleteDone removes the version of a record that Downloads read, never a
+// newer one.
+func TestDeleteDone(t *testing.T) {
+	each(t, func(t *testing.T, cfg etcdlock.Config) {
+		ctx := context.Background()
+		l := newLocker(t, cfg)
+		k := mustLock(t, l, "toolchain/a/b", false)
+		defer k.Unlock()
+		if err := l.MarkDone(ctx, k, "a/b", []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+		ds, err := l.Downloads(ctx)
+		if err != nil || len(ds) != 1 || ds[0].ID != "a/b" || string(ds[0].Value) != "v1" {
+			t.Fatalf("Downloads = %+v, %v; want the record of a/b", ds, err)
+		}
+		if err := l.MarkDone(ctx, k, "a/b", []byte("v2")); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := l.DeleteDone(ctx, ds[0]); ok || err != nil {
+			t.Fatalf("DeleteDone of a rewritten record = %v, %v; want false, nil", ok, err)
+		}
+		ds, _ = l.Downloads(ctx)
+		if len(ds) != 1 || string(ds[0].Value) != "v2" {
+			t.Fatalf("after a refused DeleteDone: %+v", ds)
+		}
+		if ok, err := l.DeleteDone(ctx, ds[0]); !ok || err != nil {
+			t.Fatalf("DeleteDone = %v, %v; want true", ok, err)
+		}
+		if ds, _ = l.Downloads(ctx); len(ds) != 0 {
+			t.Fatalf("after DeleteDone: %+v", ds)
+		}
+	})
+}

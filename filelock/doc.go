@@ -14,9 +14,13 @@
 // CRC, so that other processes can read who holds the lock while it is held
 // and never mistake a half-written record for a whole one.
 //
-// Lock files are never deleted by this package: a process that deleted one
-// could let a waiter on the old file and a newcomer on a new file both
-// "hold" the lock. Someone else may delete them (rm -rf of the lock
+// Only Prune deletes lock files, and only one it holds: a process that
+// deleted a file someone held could let the holder of the old file and a
+// newcomer on a new file both "hold" the lock. Every Lock checks, once
+// granted, that the path still names the file it locked, and starts over
+// on the file now there if not, so a waiter on a removed file never holds
+// it. Never delete lock files with rm: use Prune (`coord gc`). Someone may
+// still delete them (rm -rf of the lock
 // directory in a cache clean-up): a Lock whose file is unlinked or replaced,
 // or whose directory is removed or moved, while it is held reports it on
 // its Lost channel, which a watcher per Locker closes. The watcher runs only

@@ -5,6 +5,7 @@ package filelock
 import (
 	"errors"
 	"os"
+	"time"
 )
 
 type dirRef struct{ path string }
@@ -17,6 +18,8 @@ func openDir(path string) (*dirRef, error) {
 
 func (d *dirRef) close() error                       { return nil }
 func (d *dirRef) open(string, bool) (*file, error)   { return nil, errors.ErrUnsupported }
+func (d *dirRef) remove(string) error                { return errors.ErrUnsupported }
+func (f *file) modTime() (time.Time, error)          { return time.Time{}, errors.ErrUnsupported }
 func (d *dirRef) stillAt(string, *file) bool         { return false }
 func (d *dirRef) stillNamed() bool                   { return false }
 func (f *file) lock(bool, bool) (bool, error)        { return false, errors.ErrUnsupported }

@@ -5,6 +5,7 @@ package filelock
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,23 +68,31 @@ func (d *dirRef) open(name string, create bool) (*file, error) {
 		flags |= unix.O_RDONLY
 	}
 	var fd int
-	var err error
-	for {
+	var st unix.Stat_t
+	for attempt := 0; ; attempt++ {
+		var err error
 		fd, err = unix.Openat(d.fd, name, flags, 0o644)
-		if err != unix.EINTR {
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if err == unix.ELOOP || err == unix.EMLINK {
+				err = errSymlink
+			}
+			return nil, &os.PathError{Op: "open", Path: d.path + "/" + name, Err: err}
+		}
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return nil, &os.PathError{Op: "stat", Path: d.path + "/" + name, Err: err}
+		}
+		if st.Nlink != 0 {
 			break
 		}
-	}
-	if err != nil {
-		if err == unix.ELOOP || err == unix.EMLINK {
-			err = errSymlink
-		}
-		return nil, &os.PathError{Op: "open", Path: d.path + "/" + name, Err: err}
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+		// Pruned between our open and our stat: open the file now there.
 		unix.Close(fd)
-		return nil, &os.PathError{Op: "stat", Path: d.path + "/" + name, Err: err}
+		if !create || attempt >= 10 {
+			return nil, &os.PathError{Op: "open", Path: d.path + "/" + name, Err: unix.ENOENT}
+		}
 	}
 	if err := checkRegular(st.Mode&unix.S_IFMT == unix.S_IFREG, uint64(st.Nlink)); err != nil {
 		unix.Close(fd)
@@ -100,6 +109,24 @@ func (d *dirRef) stillAt(name string, f *file) bool {
 		return false
 	}
 	return uint64(st.Dev) == f.dev && uint64(st.Ino) == f.ino
+}
+
+// remove unlinks name in d, which must not be a directory.
+func (d *dirRef) remove(name string) error {
+	if err := unix.Unlinkat(d.fd, name, 0); err != nil {
+		return &os.PathError{Op: "remove", Path: d.path + "/" + name, Err: err}
+	}
+	return nil
+}
+
+// modTime is when f was last written: an exclusive holder's record write
+// moves it.
+func (f *file) modTime() (time.Time, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(st.Mtim.Unix()), nil
 }
 
 // lock takes the lock; without block it returns false at once if the lock

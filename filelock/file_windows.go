@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/windows"
 )
@@ -73,6 +74,18 @@ func (d *dirRef) stillNamed() bool { return true }
 func (d *dirRef) stillAt(name string, f *file) bool {
 	fi, err := os.Lstat(filepath.Join(d.path, name))
 	return err == nil && os.SameFile(fi, f.fi)
+}
+
+// remove: Windows does not delete a file that others hold open, and a
+// lock file is held open by every process that uses it.
+func (d *dirRef) remove(string) error { return errors.ErrUnsupported }
+
+func (f *file) modTime() (time.Time, error) {
+	fi, err := f.f.Stat()
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fi.ModTime(), nil
 }
 
 func (f *file) lock(shared, block bool) (bool, error) {

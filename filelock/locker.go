@@ -235,11 +235,13 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 		k := &Lock{l: l, f: f, fname: fname, shared: shared, idx: -1}
 		l.hold(k)
 		if !l.stillAt(fname, f) {
-			// The file was removed or replaced behind our back: the lock we
-			// hold excludes nobody. Start over on the file now there.
+			// The file was removed or replaced behind our back (Prune, rm):
+			// the lock we hold excludes nobody. Start over on the file now
+			// there, without the other descriptors we keep of the old one.
 			l.release(k)
 			f.unlock()
 			f.close()
+			l.dropIdle(fname)
 			if l.isClosed() {
 				return nil, ErrClosed
 			}

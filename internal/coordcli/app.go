@@ -44,6 +44,11 @@ const (
 	flagOnLost     = "on-lost"
 	flagJSON       = "json"
 	flagAll        = "all"
+	flagOlderThan  = "older-than"
+	flagDryRun     = "dry-run"
+	flagStaging    = "staging"
+	flagReplaced   = "replaced"
+	flagRecords    = "etcd-records"
 	envBackend     = "COORD_BACKEND"
 	envLockDir     = "COORD_LOCK_DIR"
 	envEndpoints   = "COORD_ETCD_ENDPOINTS"
@@ -116,7 +121,7 @@ func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
 		OnUsageError:   UsageErr,
 		Flags:          globalFlags(),
-		Commands:       []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), server, versionCommand()},
+		Commands:       []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), gcCommand(), server, versionCommand()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return Usagef("unknown command %q", c.Args().First())
