@@ -74,6 +74,8 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 		}
 		return nil, refusal{fmt.Errorf("%w: etcd's certificate is not signed by %s: %v: %s",
 			ErrBackendUnavailable, ca, x509err, strings.Join(cfg.Endpoints, ","))}
+	case errors.Is(err, etcdlock.ErrRefused):
+		return nil, refusal{etcdError(err)}
 	case errors.Is(err, etcdlock.ErrUnavailable):
 		return nil, fmt.Errorf("%w: %v%s", ErrBackendUnavailable, err, hint)
 	case err != nil:
@@ -212,15 +214,22 @@ func etcdError(err error) error {
 		return fmt.Errorf("%w: %w", ErrLockLost, err)
 	case errors.Is(err, etcdlock.ErrClosed):
 		return ErrClosed
+	case errors.Is(err, etcdlock.ErrNoSpace):
+		return fmt.Errorf("%w: %v; %s", ErrBackendUnavailable, err, noSpaceFix)
 	case errors.Is(err, etcdlock.ErrUnavailable):
 		return fmt.Errorf("%w: %w", ErrBackendUnavailable, err)
 	}
 	return err
 }
 
-// refusal is an etcd that answered and refused this client's TLS set-up:
-// a configuration mistake to fix, never a reason to fall back to
-// host-local locks.
+// noSpaceFix says what an operator does about etcd's NOSPACE alarm.
+const noSpaceFix = "coord can take no new locks until an operator frees space: " +
+	"etcdctl compact REV (the current revision, see etcdctl endpoint status -w json), etcdctl defrag, etcdctl alarm disarm"
+
+// refusal is an etcd that answered and said no: to this client's TLS
+// set-up, its user and password, its prefix, or any write while it is out
+// of space. Something to fix, never a reason to fall back to host-local
+// locks.
 type refusal struct{ error }
 
 func (r refusal) Unwrap() error { return r.error }

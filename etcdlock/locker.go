@@ -36,20 +36,32 @@ var (
 	// ErrClosed is returned by a Locker after Close.
 	ErrClosed = errors.New("locker is closed")
 
-	// Refusals, each also an ErrUnavailable: what to fix differs.
+	// ErrRefused means etcd answered and said no: retrying does not help,
+	// and what to fix differs (see the refusals below). Every refusal
+	// matches both ErrRefused and ErrUnavailable.
+	ErrRefused = errors.New("etcd refused the request")
 
 	// ErrClientCertRequired means etcd asks for a client certificate and
 	// Config.TLS has none.
-	ErrClientCertRequired = errors.New("etcd requires a client certificate")
+	ErrClientCertRequired error = refusal("etcd requires a client certificate")
 	// ErrClientCertRejected means etcd refuses the client certificate we
 	// sent: not signed by a CA it trusts, expired, or not for clients.
-	ErrClientCertRejected = errors.New("etcd rejects our client certificate")
+	ErrClientCertRejected error = refusal("etcd rejects our client certificate")
 	// ErrUntrustedServer means etcd's certificate is not signed by a CA
 	// that Config.TLS trusts; the error also wraps the x509 error.
-	ErrUntrustedServer = errors.New("etcd's certificate is not signed by a trusted CA")
+	ErrUntrustedServer error = refusal("etcd's certificate is not signed by a trusted CA")
+	// ErrAuthFailed means etcd's auth refused our user name and password
+	// (or asks for them and we have none).
+	ErrAuthFailed error = refusal("etcd refused the user name or password")
 	// ErrPermissionDenied means etcd's auth refused the user a key under
 	// the prefix.
-	ErrPermissionDenied = errors.New("permission denied")
+	ErrPermissionDenied error = refusal("permission denied")
+	// ErrNoSpace means etcd's database reached its quota
+	// (--quota-backend-bytes) and etcd raised the NOSPACE alarm: it
+	// refuses every write that adds data, until an operator compacts,
+	// defragments and disarms it. Deletes and lease keep-alives still
+	// work: held locks are kept and released as usual.
+	ErrNoSpace error = refusal("etcd is out of space (NOSPACE alarm)")
 )
 
 // Defaults and bounds.
@@ -115,9 +127,12 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		TLS:         cfg.TLS,
 		Username:    cfg.Username,
 		Password:    cfg.Password,
-		Logger:      cfg.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		Logger:      clientLogger(cfg.Logger),
 		Context:     ctx,
 	})
+	if r := refused(err, user(cfg), cfg.Prefix); r != nil {
+		return nil, fmt.Errorf("%w: %s", r, strings.Join(cfg.Endpoints, ","))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err)
 	}
@@ -150,6 +165,13 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		g, err = cli.Grant(ctx, int64(cfg.TTL/time.Second))
 		return err
 	})
+	if r := refused(err, user(cfg), cfg.Prefix); r != nil { // certain: no need to diagnose
+		if !probe.Stop() {
+			<-why
+		}
+		cli.Close()
+		return nil, fmt.Errorf("%w: %s", r, strings.Join(cfg.Endpoints, ","))
+	}
 	if !probe.Stop() {
 		cancel()
 		w := <-why
@@ -1081,14 +1103,11 @@ func handshake(ctx context.Context, c net.Conn, host string, tc *tls.Config) (re
 }
 
 // unavailable wraps the error of a request in ErrUnavailable, after what
-// was being done; a request etcd's auth refused says who may not use the
-// prefix, and is an ErrPermissionDenied.
+// was being done; a request etcd refused is that refusal (see refused):
+// ErrPermissionDenied says who may not use the prefix.
 func (l *Locker) unavailable(what string, err error) error {
-	if errors.Is(err, rpctypes.ErrPermissionDenied) {
-		if l.user == "" {
-			return fmt.Errorf("%w: etcd's auth refuses this client prefix %s: %w", ErrUnavailable, l.prefix, ErrPermissionDenied)
-		}
-		return fmt.Errorf("%w: etcd user %q may not use prefix %s: %w", ErrUnavailable, l.user, l.prefix, ErrPermissionDenied)
+	if r := refused(err, l.user, l.prefix); r != nil {
+		return r
 	}
 	if what != "" {
 		return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
