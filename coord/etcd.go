@@ -178,6 +178,16 @@ func (b etcdBackend) list(ctx context.Context) ([]Status, error) {
 
 func (b etcdBackend) close() error { return b.l.Close() }
 
+// check reports etcd's NOSPACE alarm; a user that etcd does not let list
+// alarms (only root may) learns of it at its next write.
+func (b etcdBackend) check(ctx context.Context) error {
+	err := b.l.CheckSpace(ctx)
+	if errors.Is(err, etcdlock.ErrPermissionDenied) {
+		return nil
+	}
+	return etcdError(err)
+}
+
 func (b etcdBackend) lostMargin() time.Duration { return b.l.LostMargin() }
 
 func etcdStatus(info etcdlock.Info) Status {

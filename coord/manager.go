@@ -403,6 +403,17 @@ func (m *Manager) Inspect(ctx context.Context, name string) (Status, error) {
 	return m.b.inspect(ctx, name)
 }
 
+// Check reports a state in which the backend answers but grants no new
+// lock: etcd's NOSPACE alarm (an ErrBackendUnavailable that says what an
+// operator must do). It is nil when there is none, and always for the
+// file backend.
+func (m *Manager) Check(ctx context.Context) error {
+	if c, ok := m.b.(interface{ check(context.Context) error }); ok {
+		return c.check(ctx)
+	}
+	return nil
+}
+
 // Locks reports on every lock the backend knows of.
 func (m *Manager) Locks(ctx context.Context) ([]Status, error) {
 	return m.b.list(ctx)
