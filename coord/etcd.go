@@ -197,6 +197,9 @@ func etcdStatus(info etcdlock.Info) Status {
 		h.Token, h.Backend, h.Shared = info.Token, BackendEtcd, info.Shared
 		s.Holder = h
 	}
+	if info.Stray != "" {
+		s.Stray = &Stray{Key: info.Stray, Lease: info.StrayLease}
+	}
 	return s
 }
 

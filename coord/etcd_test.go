@@ -123,7 +123,8 @@ func TestEtcdAuth(t *testing.T) {
 		}
 	}
 	c.Close()
-	cfg := coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{s.Endpoint}, DialTimeout: time.Second, Username: "root", Password: "wrong-password"}
+	// etcd checks a password with bcrypt: slow under -race on a loaded machine.
+	cfg := coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{s.Endpoint}, DialTimeout: 10 * time.Second, Username: "root", Password: "wrong-password"}
 	_, err = coord.New(ctx, cfg)
 	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong password: %v; want ErrBackendUnavailable saying authentication failed", err)

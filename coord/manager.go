@@ -334,7 +334,8 @@ func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout ti
 		if timeout == 0 {
 			waited = 0
 		}
-		return nil, &TimeoutError{Name: name, Waited: waited, Holder: m.holderOf(ctx, name)}
+		s := m.inspectQuick(ctx, name)
+		return nil, &TimeoutError{Name: name, Waited: waited, Holder: s.Holder, Stray: s.Stray}
 	}
 	return l, err
 }
@@ -369,15 +370,13 @@ func (m *Manager) grant(ctx context.Context, name string, shared bool, timeout t
 	return &Lock{m: m, name: name, h: h, self: self}, nil
 }
 
-// holderOf names the current exclusive holder of name, or nil.
-func (m *Manager) holderOf(ctx context.Context, name string) *Holder {
+// inspectQuick reports on name within a second; the zero Status if the
+// backend does not answer by then.
+func (m *Manager) inspectQuick(ctx context.Context, name string) Status {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	s, err := m.b.inspect(ctx, name)
-	if err != nil {
-		return nil
-	}
-	return s.Holder
+	s, _ := m.b.inspect(ctx, name)
+	return s
 }
 
 // Status is the state of one lock as a backend reports it.
@@ -393,6 +392,9 @@ type Status struct {
 	Waiters int     // processes waiting; -1 when the backend cannot tell
 	// WaitPIDs are the waiting processes, where the backend can tell.
 	WaitPIDs []int
+	// Stray is the oldest key under the lock's etcd prefix that no lock
+	// holder wrote, which blocks the lock; nil if none.
+	Stray *Stray
 }
 
 // Inspect reports on the lock called name without taking it.

@@ -905,6 +905,12 @@ type Info struct {
 	Record  []byte   // the (first) holder's value
 	Holders []string // holder keys
 	Waiters int
+	// Stray is the oldest key under the lock's prefix that no lock holder
+	// wrote (see holderKey): another client's put, which blocks the lock
+	// as a holder would; "" if none. StrayLease is its lease: 0 if it has
+	// none, and then it never expires: only deleting it frees the lock.
+	Stray      string
+	StrayLease int64
 }
 
 // Inspect reports on the lock called name.
@@ -922,6 +928,9 @@ func (l *Locker) Inspect(ctx context.Context, name string) (Info, error) {
 func info(name, pfx string, kvs []*mvccpb.KeyValue) Info {
 	in := Info{Name: name, Key: pfx}
 	for i, kv := range kvs {
+		if in.Stray == "" && !holderKey(pfx, kv) {
+			in.Stray, in.StrayLease = string(kv.Key), kv.Lease
+		}
 		switch {
 		case i == 0:
 			in.Held, in.Shared, in.Token, in.Record = true, isShared(kv.Key), kv.CreateRevision, kv.Value
