@@ -33,7 +33,8 @@ func (h etcdHeld) Update(record []byte) error {
 }
 
 // newEtcdBackend connects to etcd; hint is added to an unavailable error.
-func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint string) (backend, error) {
+// A backend that only reports takes no lease (see ReportOnly).
+func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint string, reportOnly bool) (backend, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, fmt.Errorf("%w: etcd: no endpoints configured (--etcd-endpoints, COORD_ETCD_ENDPOINTS)", ErrBackendUnavailable)
 	}
@@ -46,7 +47,7 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 	if err != nil {
 		return nil, err
 	}
-	l, err := etcdlock.New(ctx, etcdlock.Config{
+	ecfg := etcdlock.Config{
 		Endpoints:   cfg.Endpoints,
 		Prefix:      cfg.Prefix,
 		TTL:         cfg.TTL,
@@ -55,7 +56,19 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		Logger:      log,
-	})
+	}
+	var b backend
+	if reportOnly {
+		var in *etcdlock.Inspector
+		if in, err = etcdlock.NewInspector(ctx, ecfg); err == nil {
+			b = etcdReport{in}
+		}
+	} else {
+		var l *etcdlock.Locker
+		if l, err = etcdlock.New(ctx, ecfg); err == nil {
+			b = etcdBackend{l}
+		}
+	}
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
@@ -81,7 +94,7 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 	case err != nil:
 		return nil, fmt.Errorf("%w: etcd: %v", ErrInvalidArgument, err)
 	}
-	return etcdBackend{l}, nil
+	return b, nil
 }
 
 // checkEndpoint accepts host:port and http(s)://host:port.
@@ -178,17 +191,17 @@ func (b etcdBackend) list(ctx context.Context) ([]Status, error) {
 
 func (b etcdBackend) close() error { return b.l.Close() }
 
-// check reports etcd's NOSPACE alarm; a user that etcd does not let list
-// alarms (only root may) learns of it at its next write.
-func (b etcdBackend) check(ctx context.Context) error {
-	err := b.l.CheckSpace(ctx)
+func (b etcdBackend) check(ctx context.Context) error { return spaceError(b.l.CheckSpace(ctx)) }
+
+// spaceError is the error of a check for etcd's NOSPACE alarm. A user that
+// etcd does not let list alarms (only root may) learns of it at its next
+// write.
+func spaceError(err error) error {
 	if errors.Is(err, etcdlock.ErrPermissionDenied) {
 		return nil
 	}
 	return etcdError(err)
 }
-
-func (b etcdBackend) lostMargin() time.Duration { return b.l.LostMargin() }
 
 func etcdStatus(info etcdlock.Info) Status {
 	s := Status{Name: info.Name, Backend: BackendEtcd, Where: info.Key, Held: info.Held, Shared: info.Shared,

@@ -64,6 +64,8 @@ type options struct {
 	log     *zap.Logger
 	command []string
 	crashAt func(point string) // tests only: see Manager.crashAt
+	// reportOnly: see ReportOnly.
+	reportOnly bool
 }
 
 // WithLogger sets the logger; the default logs nothing.
@@ -121,7 +123,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 		if auto {
 			hint = " (set --fallback=file or COORD_FALLBACK=file to lock on this host only)"
 		}
-		b, err = newEtcdBackend(ctx, cfg, o.log, hint)
+		b, err = newEtcdBackend(ctx, cfg, o.log, hint, o.reportOnly)
 		if errors.Is(err, ErrBackendUnavailable) && !errors.As(err, new(refusal)) && auto && cfg.Fallback == BackendFile {
 			o.log.Warn("etcd unreachable; falling back to file locks on this host only: processes on other hosts are NOT excluded",
 				zap.Strings("endpoints", cfg.Endpoints), zap.Error(err))

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -895,82 +894,28 @@ func (k *Lock) Unlock() error {
 	return k.l.release(k.key, k.rev)
 }
 
-// Info is what Inspect found out about a lock.
-type Info struct {
-	Name    string
-	Key     string // the lock's key prefix
-	Held    bool
-	Shared  bool
-	Token   int64    // the holder's create revision (the first shared holder's)
-	Record  []byte   // the (first) holder's value
-	Holders []string // holder keys
-	Waiters int
-	// Stray is the oldest key under the lock's prefix that no lock holder
-	// wrote (see holderKey): another client's put, which blocks the lock
-	// as a holder would; "" if none. StrayLease is its lease: 0 if it has
-	// none, and then it never expires: only deleting it frees the lock.
-	Stray      string
-	StrayLease int64
-}
-
 // Inspect reports on the lock called name.
 func (l *Locker) Inspect(ctx context.Context, name string) (Info, error) {
 	ctx, cancel := l.bind(ctx)
 	defer cancel()
-	pfx := l.lockPrefix(name)
-	resp, err := l.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil {
-		return Info{}, l.unavailable("", err)
-	}
-	return info(name, pfx, resp.Kvs), nil
-}
-
-func info(name, pfx string, kvs []*mvccpb.KeyValue) Info {
-	in := Info{Name: name, Key: pfx}
-	for i, kv := range kvs {
-		if in.Stray == "" && !holderKey(pfx, kv) {
-			in.Stray, in.StrayLease = string(kv.Key), kv.Lease
-		}
-		switch {
-		case i == 0:
-			in.Held, in.Shared, in.Token, in.Record = true, isShared(kv.Key), kv.CreateRevision, kv.Value
-			in.Holders = append(in.Holders, string(kv.Key))
-		case in.Shared && isShared(kv.Key) && in.Waiters == 0:
-			in.Holders = append(in.Holders, string(kv.Key))
-		default:
-			in.Waiters++
-		}
-	}
-	return in
+	return l.inspector().Inspect(ctx, name)
 }
 
 // List reports on every lock under the prefix, sorted by name.
 func (l *Locker) List(ctx context.Context) ([]Info, error) {
 	ctx, cancel := l.bind(ctx)
 	defer cancel()
-	root := l.prefix + "/locks/"
-	resp, err := l.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil {
-		return nil, l.unavailable("", err)
-	}
-	byName := map[string][]*mvccpb.KeyValue{}
-	for _, kv := range resp.Kvs {
-		seg, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), root), "/")
-		if ok {
-			byName[seg] = append(byName[seg], kv)
-		}
-	}
-	out := make([]Info, 0, len(byName))
-	for seg, kvs := range byName {
-		name, ok := unescapeName(seg)
-		if !ok {
-			name = seg // not a coord name: shown as it is in etcd
-		}
-		out = append(out, info(name, root+seg+"/", kvs))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return l.inspector().List(ctx)
 }
+
+// CheckSpace is Inspector.CheckSpace.
+func (l *Locker) CheckSpace(ctx context.Context) error {
+	ctx, cancel := l.bind(ctx)
+	defer cancel()
+	return l.inspector().CheckSpace(ctx)
+}
+
+func (l *Locker) inspector() *Inspector { return &Inspector{cli: l.cli, prefix: l.prefix, user: l.user} }
 
 func (l *Locker) doneKey(id string) string { return l.prefix + "/downloads/" + EscapeName(id) }
 

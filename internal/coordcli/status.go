@@ -61,7 +61,8 @@ func runStatus(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return Usagef("status takes no arguments")
 	}
-	m, _, err := newManager(c, nil)
+	// No lease, no writes: status works while etcd is out of space.
+	m, _, err := newManager(c, nil, coord.ReportOnly())
 	if err != nil {
 		return err
 	}
@@ -69,6 +70,10 @@ func runStatus(c *cli.Context) error {
 	all, err := m.Locks(c.Context)
 	if err != nil {
 		return err
+	}
+	// Held locks still show, and are released as usual: new ones fail.
+	if err := m.Check(c.Context); err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "coord: warning: %s\n", oneLine(err))
 	}
 	var out []statusEntry
 	for _, s := range all {
