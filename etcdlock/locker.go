@@ -915,7 +915,9 @@ func (l *Locker) CheckSpace(ctx context.Context) error {
 	return l.inspector().CheckSpace(ctx)
 }
 
-func (l *Locker) inspector() *Inspector { return &Inspector{cli: l.cli, prefix: l.prefix, user: l.user} }
+func (l *Locker) inspector() *Inspector {
+	return &Inspector{cli: l.cli, prefix: l.prefix, user: l.user}
+}
 
 func (l *Locker) doneKey(id string) string { return l.prefix + "/downloads/" + EscapeName(id) }
 
