@@ -100,7 +100,7 @@ func TestEtcdTLS(t *testing.T) {
 }
 
 func TestEtcdAuth(t *testing.T) {
-	s := startEtcd(t)
+	s := startEtcd(t, etcdtest.FastAuth)
 	c, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -134,12 +134,12 @@ func TestEtcdAuth(t *testing.T) {
 	}
 	// A user outside the prefix it may use: refused at its first request,
 	// naming the user and the prefix.
-	limited := etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, Username: "limited", Password: "s3cret-limited", Prefix: "/other"})
+	limited := etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout, Username: "limited", Password: "s3cret-limited", Prefix: "/other"})
 	_, err = limited.Lock(ctx, "auth")
 	if want := `etcd user "limited" may not use prefix /other: permission denied`; !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Lock outside the permitted prefix = %v; want ErrBackendUnavailable saying %q", err, want)
 	}
-	limited = etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, Username: "limited", Password: "s3cret-limited", Prefix: "/mine"})
+	limited = etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout, Username: "limited", Password: "s3cret-limited", Prefix: "/mine"})
 	l, err := limited.Lock(ctx, "auth")
 	if err != nil {
 		t.Fatalf("Lock inside the permitted prefix: %v", err)
