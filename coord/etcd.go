@@ -191,6 +191,8 @@ func (b etcdBackend) list(ctx context.Context) ([]Status, error) {
 
 func (b etcdBackend) close() error { return b.l.Close() }
 
+func (b etcdBackend) lostMargin() time.Duration { return b.l.LostMargin() }
+
 func (b etcdBackend) check(ctx context.Context) error { return spaceError(b.l.CheckSpace(ctx)) }
 
 // spaceError is the error of a check for etcd's NOSPACE alarm. A user that
