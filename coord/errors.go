@@ -29,6 +29,7 @@ type TimeoutError struct {
 	Name   string        // the lock waited for
 	Waited time.Duration // how long we waited; 0 for a single try
 	Holder *Holder       // who held it when we gave up; nil if unknown
+	Stray  *Stray        // a key no lock holder wrote that blocks it; nil if none
 }
 
 func (e *TimeoutError) Error() string {
@@ -38,6 +39,9 @@ func (e *TimeoutError) Error() string {
 	}
 	if e.Holder != nil {
 		msg += "; held by " + e.Holder.String()
+	}
+	if e.Stray != nil {
+		msg += "; blocked by " + e.Stray.String()
 	}
 	return msg
 }

@@ -33,7 +33,8 @@ func (h etcdHeld) Update(record []byte) error {
 }
 
 // newEtcdBackend connects to etcd; hint is added to an unavailable error.
-func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint string) (backend, error) {
+// A backend that only reports takes no lease (see ReportOnly).
+func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint string, reportOnly bool) (backend, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, fmt.Errorf("%w: etcd: no endpoints configured (--etcd-endpoints, COORD_ETCD_ENDPOINTS)", ErrBackendUnavailable)
 	}
@@ -46,7 +47,7 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 	if err != nil {
 		return nil, err
 	}
-	l, err := etcdlock.New(ctx, etcdlock.Config{
+	ecfg := etcdlock.Config{
 		Endpoints:   cfg.Endpoints,
 		Prefix:      cfg.Prefix,
 		TTL:         cfg.TTL,
@@ -55,7 +56,19 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		Logger:      log,
-	})
+	}
+	var b backend
+	if reportOnly {
+		var in *etcdlock.Inspector
+		if in, err = etcdlock.NewInspector(ctx, ecfg); err == nil {
+			b = etcdReport{in}
+		}
+	} else {
+		var l *etcdlock.Locker
+		if l, err = etcdlock.New(ctx, ecfg); err == nil {
+			b = etcdBackend{l}
+		}
+	}
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
@@ -74,12 +87,14 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 		}
 		return nil, refusal{fmt.Errorf("%w: etcd's certificate is not signed by %s: %v: %s",
 			ErrBackendUnavailable, ca, x509err, strings.Join(cfg.Endpoints, ","))}
+	case errors.Is(err, etcdlock.ErrRefused):
+		return nil, refusal{etcdError(err)}
 	case errors.Is(err, etcdlock.ErrUnavailable):
 		return nil, fmt.Errorf("%w: %v%s", ErrBackendUnavailable, err, hint)
 	case err != nil:
 		return nil, fmt.Errorf("%w: etcd: %v", ErrInvalidArgument, err)
 	}
-	return etcdBackend{l}, nil
+	return b, nil
 }
 
 // checkEndpoint accepts host:port and http(s)://host:port.
@@ -178,12 +193,27 @@ func (b etcdBackend) close() error { return b.l.Close() }
 
 func (b etcdBackend) lostMargin() time.Duration { return b.l.LostMargin() }
 
+func (b etcdBackend) check(ctx context.Context) error { return spaceError(b.l.CheckSpace(ctx)) }
+
+// spaceError is the error of a check for etcd's NOSPACE alarm. A user that
+// etcd does not let list alarms (only root may) learns of it at its next
+// write.
+func spaceError(err error) error {
+	if errors.Is(err, etcdlock.ErrPermissionDenied) {
+		return nil
+	}
+	return etcdError(err)
+}
+
 func etcdStatus(info etcdlock.Info) Status {
 	s := Status{Name: info.Name, Backend: BackendEtcd, Where: info.Key, Held: info.Held, Shared: info.Shared,
 		Token: info.Token, Waiters: info.Waiters}
 	if h := parseRecord(info.Record); h != nil {
 		h.Token, h.Backend, h.Shared = info.Token, BackendEtcd, info.Shared
 		s.Holder = h
+	}
+	if info.Stray != "" {
+		s.Stray = &Stray{Key: info.Stray, Lease: info.StrayLease}
 	}
 	return s
 }
@@ -229,15 +259,22 @@ func etcdError(err error) error {
 		return fmt.Errorf("%w: %w", ErrLockLost, err)
 	case errors.Is(err, etcdlock.ErrClosed):
 		return ErrClosed
+	case errors.Is(err, etcdlock.ErrNoSpace):
+		return fmt.Errorf("%w: %v; %s", ErrBackendUnavailable, err, noSpaceFix)
 	case errors.Is(err, etcdlock.ErrUnavailable):
 		return fmt.Errorf("%w: %w", ErrBackendUnavailable, err)
 	}
 	return err
 }
 
-// refusal is an etcd that answered and refused this client's TLS set-up:
-// a configuration mistake to fix, never a reason to fall back to
-// host-local locks.
+// noSpaceFix says what an operator does about etcd's NOSPACE alarm.
+const noSpaceFix = "coord can take no new locks until an operator frees space: " +
+	"etcdctl compact REV (the current revision, see etcdctl endpoint status -w json), etcdctl defrag, etcdctl alarm disarm"
+
+// refusal is an etcd that answered and said no: to this client's TLS
+// set-up, its user and password, its prefix, or any write while it is out
+// of space. Something to fix, never a reason to fall back to host-local
+// locks.
 type refusal struct{ error }
 
 func (r refusal) Unwrap() error { return r.error }

@@ -100,7 +100,7 @@ func TestEtcdTLS(t *testing.T) {
 }
 
 func TestEtcdAuth(t *testing.T) {
-	s := startEtcd(t)
+	s := startEtcd(t, etcdtest.FastAuth)
 	c, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +123,7 @@ func TestEtcdAuth(t *testing.T) {
 		}
 	}
 	c.Close()
+	// etcd checks a password with bcrypt: slow under -race on a loaded machine.
 	cfg := coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{s.Endpoint}, DialTimeout: loadedDial, Username: "root", Password: "wrong-password"}
 	_, err = coord.New(ctx, cfg)
 	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "authentication failed") {
@@ -133,12 +134,12 @@ func TestEtcdAuth(t *testing.T) {
 	}
 	// A user outside the prefix it may use: refused at its first request,
 	// naming the user and the prefix.
-	limited := etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, Username: "limited", Password: "s3cret-limited", Prefix: "/other"})
+	limited := etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout, Username: "limited", Password: "s3cret-limited", Prefix: "/other"})
 	_, err = limited.Lock(ctx, "auth")
 	if want := `etcd user "limited" may not use prefix /other: permission denied`; !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Lock outside the permitted prefix = %v; want ErrBackendUnavailable saying %q", err, want)
 	}
-	limited = etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, Username: "limited", Password: "s3cret-limited", Prefix: "/mine"})
+	limited = etcdManager(t, coord.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout, Username: "limited", Password: "s3cret-limited", Prefix: "/mine"})
 	l, err := limited.Lock(ctx, "auth")
 	if err != nil {
 		t.Fatalf("Lock inside the permitted prefix: %v", err)

@@ -64,6 +64,8 @@ type options struct {
 	log     *zap.Logger
 	command []string
 	crashAt func(point string) // tests only: see Manager.crashAt
+	// reportOnly: see ReportOnly.
+	reportOnly bool
 }
 
 // WithLogger sets the logger; the default logs nothing.
@@ -121,7 +123,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 		if auto {
 			hint = " (set --fallback=file or COORD_FALLBACK=file to lock on this host only)"
 		}
-		b, err = newEtcdBackend(ctx, cfg, o.log, hint)
+		b, err = newEtcdBackend(ctx, cfg, o.log, hint, o.reportOnly)
 		if errors.Is(err, ErrBackendUnavailable) && !errors.As(err, new(refusal)) && auto && cfg.Fallback == BackendFile {
 			o.log.Warn("etcd unreachable; falling back to file locks on this host only: processes on other hosts are NOT excluded",
 				zap.Strings("endpoints", cfg.Endpoints), zap.Error(err))
@@ -335,7 +337,8 @@ func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout ti
 		if timeout == 0 {
 			waited = 0
 		}
-		return nil, &TimeoutError{Name: name, Waited: waited, Holder: m.holderOf(ctx, name)}
+		s := m.inspectQuick(ctx, name)
+		return nil, &TimeoutError{Name: name, Waited: waited, Holder: s.Holder, Stray: s.Stray}
 	}
 	return l, err
 }
@@ -370,15 +373,13 @@ func (m *Manager) grant(ctx context.Context, name string, shared bool, timeout t
 	return &Lock{m: m, name: name, h: h, self: self}, nil
 }
 
-// holderOf names the current exclusive holder of name, or nil.
-func (m *Manager) holderOf(ctx context.Context, name string) *Holder {
+// inspectQuick reports on name within a second; the zero Status if the
+// backend does not answer by then.
+func (m *Manager) inspectQuick(ctx context.Context, name string) Status {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	s, err := m.b.inspect(ctx, name)
-	if err != nil {
-		return nil
-	}
-	return s.Holder
+	s, _ := m.b.inspect(ctx, name)
+	return s
 }
 
 // Status is the state of one lock as a backend reports it.
@@ -394,6 +395,9 @@ type Status struct {
 	Waiters int     // processes waiting; -1 when the backend cannot tell
 	// WaitPIDs are the waiting processes, where the backend can tell.
 	WaitPIDs []int
+	// Stray is the oldest key under the lock's etcd prefix that no lock
+	// holder wrote, which blocks the lock; nil if none.
+	Stray *Stray
 }
 
 // Inspect reports on the lock called name without taking it.
@@ -402,6 +406,17 @@ func (m *Manager) Inspect(ctx context.Context, name string) (Status, error) {
 		return Status{}, err
 	}
 	return m.b.inspect(ctx, name)
+}
+
+// Check reports a state in which the backend answers but grants no new
+// lock: etcd's NOSPACE alarm (an ErrBackendUnavailable that says what an
+// operator must do). It is nil when there is none, and always for the
+// file backend.
+func (m *Manager) Check(ctx context.Context) error {
+	if c, ok := m.b.(interface{ check(context.Context) error }); ok {
+		return c.check(ctx)
+	}
+	return nil
 }
 
 // Locks reports on every lock the backend knows of.

@@ -29,6 +29,19 @@
 // holder's lease beyond its TTL (etcd renews leases on election), which
 // delays the next holder but never shortens anyone's lock.
 //
+// A key under a lock's prefix that is not named by its own lease was put
+// by another client: Inspect reports it as Info.Stray, since it blocks the
+// lock like a holder and, without a lease, never expires.
+//
+// # Unreachable or refused
+//
+// ErrUnavailable means etcd cannot be used. Its refusals (ErrRefused:
+// a TLS set-up it rejects, ErrAuthFailed, ErrPermissionDenied, ErrNoSpace)
+// mean that etcd answered no: retrying does not help, something must be
+// fixed. Under ErrNoSpace deletes and keep-alives still work: held locks
+// are kept and released, new ones fail until an operator frees space. An
+// Inspector reads without a lease, so it works then too.
+//
 // Cleanup never waits long on a dead etcd: a cancelled wait or an Unlock
 // deletes its key within about two seconds or leaves the delete to the
 // keep-alive loop, which retries it right after each renewal, as soon as

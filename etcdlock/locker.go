@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -36,20 +35,32 @@ var (
 	// ErrClosed is returned by a Locker after Close.
 	ErrClosed = errors.New("locker is closed")
 
-	// Refusals, each also an ErrUnavailable: what to fix differs.
+	// ErrRefused means etcd answered and said no: retrying does not help,
+	// and what to fix differs (see the refusals below). Every refusal
+	// matches both ErrRefused and ErrUnavailable.
+	ErrRefused = errors.New("etcd refused the request")
 
 	// ErrClientCertRequired means etcd asks for a client certificate and
 	// Config.TLS has none.
-	ErrClientCertRequired = errors.New("etcd requires a client certificate")
+	ErrClientCertRequired error = refusal("etcd requires a client certificate")
 	// ErrClientCertRejected means etcd refuses the client certificate we
 	// sent: not signed by a CA it trusts, expired, or not for clients.
-	ErrClientCertRejected = errors.New("etcd rejects our client certificate")
+	ErrClientCertRejected error = refusal("etcd rejects our client certificate")
 	// ErrUntrustedServer means etcd's certificate is not signed by a CA
 	// that Config.TLS trusts; the error also wraps the x509 error.
-	ErrUntrustedServer = errors.New("etcd's certificate is not signed by a trusted CA")
+	ErrUntrustedServer error = refusal("etcd's certificate is not signed by a trusted CA")
+	// ErrAuthFailed means etcd's auth refused our user name and password
+	// (or asks for them and we have none).
+	ErrAuthFailed error = refusal("etcd refused the user name or password")
 	// ErrPermissionDenied means etcd's auth refused the user a key under
 	// the prefix.
-	ErrPermissionDenied = errors.New("permission denied")
+	ErrPermissionDenied error = refusal("permission denied")
+	// ErrNoSpace means etcd's database reached its quota
+	// (--quota-backend-bytes) and etcd raised the NOSPACE alarm: it
+	// refuses every write that adds data, until an operator compacts,
+	// defragments and disarms it. Deletes and lease keep-alives still
+	// work: held locks are kept and released as usual.
+	ErrNoSpace error = refusal("etcd is out of space (NOSPACE alarm)")
 )
 
 // Defaults and bounds.
@@ -115,9 +126,12 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		TLS:         cfg.TLS,
 		Username:    cfg.Username,
 		Password:    cfg.Password,
-		Logger:      cfg.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		Logger:      clientLogger(cfg.Logger),
 		Context:     ctx,
 	})
+	if r := refused(err, user(cfg), cfg.Prefix); r != nil {
+		return nil, fmt.Errorf("%w: %s", r, strings.Join(cfg.Endpoints, ","))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err)
 	}
@@ -150,6 +164,13 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		g, err = cli.Grant(ctx, int64(cfg.TTL/time.Second))
 		return err
 	})
+	if r := refused(err, user(cfg), cfg.Prefix); r != nil { // certain: no need to diagnose
+		if !probe.Stop() {
+			<-why
+		}
+		cli.Close()
+		return nil, fmt.Errorf("%w: %s", r, strings.Join(cfg.Endpoints, ","))
+	}
 	if !probe.Stop() {
 		cancel()
 		w := <-why
@@ -873,72 +894,29 @@ func (k *Lock) Unlock() error {
 	return k.l.release(k.key, k.rev)
 }
 
-// Info is what Inspect found out about a lock.
-type Info struct {
-	Name    string
-	Key     string // the lock's key prefix
-	Held    bool
-	Shared  bool
-	Token   int64    // the holder's create revision (the first shared holder's)
-	Record  []byte   // the (first) holder's value
-	Holders []string // holder keys
-	Waiters int
-}
-
 // Inspect reports on the lock called name.
 func (l *Locker) Inspect(ctx context.Context, name string) (Info, error) {
 	ctx, cancel := l.bind(ctx)
 	defer cancel()
-	pfx := l.lockPrefix(name)
-	resp, err := l.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil {
-		return Info{}, l.unavailable("", err)
-	}
-	return info(name, pfx, resp.Kvs), nil
-}
-
-func info(name, pfx string, kvs []*mvccpb.KeyValue) Info {
-	in := Info{Name: name, Key: pfx}
-	for i, kv := range kvs {
-		switch {
-		case i == 0:
-			in.Held, in.Shared, in.Token, in.Record = true, isShared(kv.Key), kv.CreateRevision, kv.Value
-			in.Holders = append(in.Holders, string(kv.Key))
-		case in.Shared && isShared(kv.Key) && in.Waiters == 0:
-			in.Holders = append(in.Holders, string(kv.Key))
-		default:
-			in.Waiters++
-		}
-	}
-	return in
+	return l.inspector().Inspect(ctx, name)
 }
 
 // List reports on every lock under the prefix, sorted by name.
 func (l *Locker) List(ctx context.Context) ([]Info, error) {
 	ctx, cancel := l.bind(ctx)
 	defer cancel()
-	root := l.prefix + "/locks/"
-	resp, err := l.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil {
-		return nil, l.unavailable("", err)
-	}
-	byName := map[string][]*mvccpb.KeyValue{}
-	for _, kv := range resp.Kvs {
-		seg, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), root), "/")
-		if ok {
-			byName[seg] = append(byName[seg], kv)
-		}
-	}
-	out := make([]Info, 0, len(byName))
-	for seg, kvs := range byName {
-		name, ok := unescapeName(seg)
-		if !ok {
-			name = seg // not a coord name: shown as it is in etcd
-		}
-		out = append(out, info(name, root+seg+"/", kvs))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return l.inspector().List(ctx)
+}
+
+// CheckSpace is Inspector.CheckSpace.
+func (l *Locker) CheckSpace(ctx context.Context) error {
+	ctx, cancel := l.bind(ctx)
+	defer cancel()
+	return l.inspector().CheckSpace(ctx)
+}
+
+func (l *Locker) inspector() *Inspector {
+	return &Inspector{cli: l.cli, prefix: l.prefix, user: l.user}
 }
 
 func (l *Locker) doneKey(id string) string { return l.prefix + "/downloads/" + EscapeName(id) }
@@ -1127,14 +1105,11 @@ func handshake(ctx context.Context, c net.Conn, host string, tc *tls.Config) (re
 }
 
 // unavailable wraps the error of a request in ErrUnavailable, after what
-// was being done; a request etcd's auth refused says who may not use the
-// prefix, and is an ErrPermissionDenied.
+// was being done; a request etcd refused is that refusal (see refused):
+// ErrPermissionDenied says who may not use the prefix.
 func (l *Locker) unavailable(what string, err error) error {
-	if errors.Is(err, rpctypes.ErrPermissionDenied) {
-		if l.user == "" {
-			return fmt.Errorf("%w: etcd's auth refuses this client prefix %s: %w", ErrUnavailable, l.prefix, ErrPermissionDenied)
-		}
-		return fmt.Errorf("%w: etcd user %q may not use prefix %s: %w", ErrUnavailable, l.user, l.prefix, ErrPermissionDenied)
+	if r := refused(err, l.user, l.prefix); r != nil {
+		return r
 	}
 	if what != "" {
 		return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)

@@ -271,7 +271,7 @@ func (g globals) logger(w io.Writer, cfg config) (*zap.Logger, error) {
 
 // newManager opens the backend that the global settings select. cmd is
 // recorded as the holder's command line.
-func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, error) {
+func newManager(c *cli.Context, cmd []string, opts ...coord.Option) (*coord.Manager, *zap.Logger, error) {
 	g, fileCfg, err := loadGlobals(c)
 	if err != nil {
 		return nil, nil, err
@@ -287,7 +287,7 @@ func newManager(c *cli.Context, cmd []string) (*coord.Manager, *zap.Logger, erro
 	if cmd == nil {
 		cmd = os.Args
 	}
-	m, err := coord.New(c.Context, cfg, coord.WithLogger(log), coord.WithCommand(cmd))
+	m, err := coord.New(c.Context, cfg, append([]coord.Option{coord.WithLogger(log), coord.WithCommand(cmd)}, opts...)...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -37,6 +37,15 @@ type statusEntry struct {
 	HolderPIDs []int      `json:"holder_pids,omitempty"`
 	Waiters    *int       `json:"waiters"` // null when the backend cannot tell
 	WaiterPIDs []int      `json:"waiter_pids,omitempty"`
+	Stray      *strayOut  `json:"stray,omitempty"`
+}
+
+// strayOut is a key no lock holder wrote that blocks the lock (etcd).
+type strayOut struct {
+	Key     string `json:"key"`
+	Lease   int64  `json:"lease"`   // 0: none
+	Expires bool   `json:"expires"` // false: it stays until deleted
+	Remove  string `json:"remove"`  // the etcdctl command that deletes it
 }
 
 type holderOut struct {
@@ -52,7 +61,8 @@ func runStatus(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return Usagef("status takes no arguments")
 	}
-	m, _, err := newManager(c, nil)
+	// No lease, no writes: status works while etcd is out of space.
+	m, _, err := newManager(c, nil, coord.ReportOnly())
 	if err != nil {
 		return err
 	}
@@ -60,6 +70,10 @@ func runStatus(c *cli.Context) error {
 	all, err := m.Locks(c.Context)
 	if err != nil {
 		return err
+	}
+	// Held locks still show, and are released as usual: new ones fail.
+	if err := m.Check(c.Context); err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "coord: warning: %s\n", oneLine(err))
 	}
 	var out []statusEntry
 	for _, s := range all {
@@ -95,6 +109,8 @@ func runStatus(c *cli.Context) error {
 			}
 		} else if len(e.HolderPIDs) > 0 {
 			holder = "pid " + joinInts(e.HolderPIDs)
+		} else if e.Stray != nil {
+			holder = "stray key (below)"
 		}
 		waiters := "?"
 		if e.Waiters != nil {
@@ -102,7 +118,15 @@ func runStatus(c *cli.Context) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", Printable(e.Name), e.State, Printable(holder), since, e.Token, waiters, Printable(cmd))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range all {
+		if s.Stray != nil {
+			fmt.Fprintf(c.App.Writer, "%s: blocked by %s\n", Printable(s.Name), sanitize(s.Stray.String()))
+		}
+	}
+	return nil
 }
 
 func toEntry(s coord.Status) statusEntry {
@@ -117,6 +141,9 @@ func toEntry(s coord.Status) statusEntry {
 	if s.Waiters >= 0 {
 		n := s.Waiters
 		e.Waiters = &n
+	}
+	if st := s.Stray; st != nil {
+		e.Stray = &strayOut{Key: st.Key, Lease: st.Lease, Expires: st.Lease != 0, Remove: st.RemoveCommand()}
 	}
 	if h := s.Holder; h != nil {
 		e.Holder = &holderOut{Host: h.Host, PID: h.PID, Command: h.Command, Dest: h.Dest, Progress: h.Progress}

@@ -1,0 +1,52 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/toolchainkit/coord/etcdlock"
+)
+
+// ReportOnly makes a Manager that only reports: Inspect, Locks and Check.
+// On etcd it takes no lease and writes nothing, so that it works while
+// etcd refuses writes (out of space) and for a user who may only read;
+// its locks fail with errors.ErrUnsupported. The file backend reports
+// the same either way.
+func ReportOnly() Option { return func(o *options) { o.reportOnly = true } }
+
+var _ backend = etcdReport{}
+
+// etcdReport adapts an etcdlock.Inspector: an etcd backend that only
+// reports.
+type etcdReport struct{ in *etcdlock.Inspector }
+
+func (b etcdReport) kind() string { return BackendEtcd }
+
+func (b etcdReport) lock(context.Context, string, bool, bool, []byte) (held, error) {
+	return nil, fmt.Errorf("%w: this Manager only reports (ReportOnly)", errors.ErrUnsupported)
+}
+
+func (b etcdReport) inspect(ctx context.Context, name string) (Status, error) {
+	info, err := b.in.Inspect(ctx, name)
+	if err != nil {
+		return Status{}, etcdError(err)
+	}
+	return etcdStatus(info), nil
+}
+
+func (b etcdReport) list(ctx context.Context) ([]Status, error) {
+	infos, err := b.in.List(ctx)
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	out := make([]Status, len(infos))
+	for i, info := range infos {
+		out[i] = etcdStatus(info)
+	}
+	return out, nil
+}
+
+func (b etcdReport) close() error { return b.in.Close() }
+
+func (b etcdReport) check(ctx context.Context) error { return spaceError(b.in.CheckSpace(ctx)) }
