@@ -151,7 +151,7 @@ func testDownloaderKilled(t *testing.T, be *backend) {
 		t.Fatalf("killed downloader exited %d, want -1 (killed by a signal)", code)
 	}
 	if runtime.GOOS == "linux" {
-		waitGone(t, child, time.Second)
+		waitGone(t, child, loadSlack)
 	}
 	if _, err := os.Lstat(dest); !os.IsNotExist(err) {
 		t.Fatalf("DEST after the downloader was killed: %v (entries %q), want it absent", err, dirNames(t, parent))

@@ -365,7 +365,7 @@ func TestEtcdLostLock(t *testing.T) {
 		if b, _ := os.ReadFile(w.path("got")); strings.TrimSpace(string(b)) != "term" {
 			t.Fatalf("the command did not get SIGTERM (got %q)", b)
 		}
-		waitGone(t, pid, time.Second)
+		waitGone(t, pid, loadSlack)
 		if !strings.Contains(p.output(), "lock lost") {
 			t.Errorf("stderr does not say the lock was lost:\n%s", p.output())
 		}

@@ -378,7 +378,7 @@ func partitionCLI(t *testing.T, be *backend, m *durations) bool {
 	if code := p.wait(15 * time.Second); code != 74 {
 		t.Fatalf("partitioned coord lock exited %d, want 74:\n%s", code, p.output())
 	}
-	waitGone(t, child, time.Second)
+	waitGone(t, child, loadSlack)
 	if code := other.wait(30 * time.Second); code != 0 {
 		t.Fatalf("the other process exited %d:\n%s", code, other.output())
 	}

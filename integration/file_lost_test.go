@@ -57,8 +57,8 @@ func testFileLockDeleted(t *testing.T, be *backend, del func(w *world) error) {
 		t.Errorf("stderr does not say the lock was lost:\n%s", p.output())
 	}
 	if runtime.GOOS == "linux" {
-		waitGone(t, pid, time.Second)
-		waitGone(t, sleeper, time.Second)
+		waitGone(t, pid, loadSlack)
+		waitGone(t, sleeper, loadSlack)
 	}
 	t.Logf("coord exited 74 %s after the deletion", exited.Round(time.Microsecond))
 
