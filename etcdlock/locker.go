@@ -372,6 +372,14 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 			done <- renewal{sent, resp, err}
 		}()
 	}
+	// A connection that comes back (etcd restarted, perhaps restored from
+	// a snapshot) is met with a renewal at once, not at the next turn.
+	up := make(chan struct{}, 1)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		watchConn(ctx, conn, up)
+	}()
 	next := time.Now().Add(every) // when to send the next renewal
 	for {
 		lostAt := expiry.Add(-l.margin)
@@ -381,8 +389,12 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 			l.markLost()
 			return
 		}
-		if late && l.distrust() {
-			l.log.Warn("etcd lease may have expired (etcd is slow): held locks are lost; waiters wait for a renewal", zap.Int64("lease", int64(l.lease)))
+		if late {
+			if was, n := l.distrust(); was && n > 0 {
+				l.log.Warn("etcd lease may have expired (etcd is slow): held locks are lost; waiters wait for a renewal", zap.Int64("lease", int64(l.lease)), zap.Int("lost", n))
+			} else if was {
+				l.log.Info("etcd lease may have expired (etcd is slow): waiters wait for a renewal", zap.Int64("lease", int64(l.lease)))
+			}
 		}
 		if inflight == nil && !time.Now().Before(next) {
 			renew()
@@ -415,6 +427,10 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 			continue
 		case <-t.C:
 			continue
+		case <-up:
+			t.Stop()
+			next = time.Now()
+			continue
 		case r = <-done:
 			t.Stop()
 			inflight()
@@ -443,6 +459,22 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 	}
 }
 
+// watchConn sends on up each time conn becomes ready after it was not,
+// until ctx ends.
+func watchConn(ctx context.Context, conn *grpc.ClientConn, up chan<- struct{}) {
+	state := conn.GetState()
+	for conn.WaitForStateChange(ctx, state) {
+		now := conn.GetState()
+		if now == connectivity.Ready && state != connectivity.Ready {
+			select {
+			case up <- struct{}{}:
+			default:
+			}
+		}
+		state = now
+	}
+}
+
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {
 		return a
@@ -452,21 +484,23 @@ func minTime(a, b time.Time) time.Time {
 
 // distrust marks the session unconfirmed: every lock held is lost (its
 // Lost closes), and no waiter is granted until a renewal is confirmed.
-// It reports whether the session was trusted until now.
-func (l *Locker) distrust() bool {
+// It reports whether the session was trusted until now, and how many
+// locks it lost.
+func (l *Locker) distrust() (bool, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
 	case <-l.trusted:
 	default:
-		return false
+		return false, 0
 	}
 	l.trusted = make(chan struct{})
+	n := len(l.held)
 	for k := range l.held {
 		k.lose()
 		delete(l.held, k)
 	}
-	return true
+	return true, n
 }
 
 // confide marks the session confirmed again.
