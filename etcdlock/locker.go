@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -97,6 +98,7 @@ type Locker struct {
 	margin time.Duration // Lost fires this long before the lease could expire
 	op     time.Duration // bound on one cleanup RPC
 	reach  time.Duration // how long etcd may be out of reach before a write gives up
+	pace   *pace         // how long writes take
 	revs   *revisions    // the highest revision seen; whether the store was rewound
 	log    *zap.Logger
 
@@ -166,7 +168,8 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 	// expires.
 	var g *clientv3.LeaseGrantResponse
 	var sent time.Time
-	err = retryWrite(gctx, cli.ActiveConnection(), cfg.DialTimeout, func(ctx context.Context) (err error) {
+	p := &pace{}
+	err = retryWrite(gctx, cli.ActiveConnection(), cfg.DialTimeout, p, func(ctx context.Context) (err error) {
 		sent = time.Now()
 		g, err = cli.Grant(ctx, int64(cfg.TTL/time.Second))
 		return err
@@ -199,6 +202,7 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		margin:  max(time.Second, ttl/4),
 		op:      min(cfg.DialTimeout, 2*time.Second),
 		reach:   cfg.DialTimeout,
+		pace:    p,
 		revs:    revs,
 		log:     cfg.Logger,
 		lost:    make(chan struct{}),
@@ -345,30 +349,36 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 	defer l.wg.Done()
 	every := (l.ttl - l.margin) / 3
 	conn := l.cli.ActiveConnection()
-	// One renewal at a time is in flight, in its own goroutine, and is not
-	// cut short while the lease may live: on a slow etcd a renewal sent
-	// again and again, each given up after a while, would never land.
+	// Each renewal runs in a goroutine of its own and is not cut short
+	// while the lease may live: on a slow etcd a renewal sent again and
+	// again, each given up after a while, would never land. The next one
+	// is sent on time even while earlier ones are under way (at most
+	// maxRenewals at once), so that the lease is confirmed as long as one
+	// round trip takes less than the span the lease is trusted for.
 	type renewal struct {
 		sent time.Time
 		resp *clientv3.LeaseKeepAliveResponse
 		err  error
 	}
-	done := make(chan renewal, 1)
-	var inflight context.CancelFunc
+	const maxRenewals = 3
+	done := make(chan renewal, maxRenewals)
+	inflight := 0
+	rctx, rcancel := context.WithCancel(ctx)
 	defer func() {
-		if inflight != nil {
-			inflight()
+		rcancel()
+		for ; inflight > 0; inflight-- {
 			<-done
 		}
 	}()
 	renew := func() {
-		rctx, cancel := context.WithTimeout(ctx, max(every, time.Until(expiry)))
-		inflight = cancel
+		tctx, cancel := context.WithTimeout(rctx, max(every, time.Until(expiry)))
+		inflight++
 		sent := time.Now()
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			resp, err := l.cli.KeepAliveOnce(rctx, l.lease)
+			defer cancel()
+			resp, err := l.cli.KeepAliveOnce(tctx, l.lease)
 			done <- renewal{sent, resp, err}
 		}()
 	}
@@ -396,11 +406,12 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 				l.log.Info("etcd lease may have expired (etcd is slow): waiters wait for a renewal", zap.Int64("lease", int64(l.lease)))
 			}
 		}
-		if inflight == nil && !time.Now().Before(next) {
+		if inflight < maxRenewals && !time.Now().Before(next) {
 			renew()
+			next = time.Now().Add(every)
 		}
 		wake := next
-		if inflight != nil {
+		if inflight == maxRenewals {
 			wake = time.Now().Add(every)
 		}
 		if !late {
@@ -433,13 +444,11 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 			continue
 		case r = <-done:
 			t.Stop()
-			inflight()
-			inflight = nil
+			inflight--
 		}
 		switch {
 		case r.err == nil && r.resp.TTL > 0:
-			expiry = r.sent.Add(time.Duration(r.resp.TTL) * time.Second)
-			next = r.sent.Add(every)
+			expiry = maxTime(expiry, r.sent.Add(time.Duration(r.resp.TTL)*time.Second))
 			l.confide()
 			// Bounded so that a slow etcd cannot delay Lost.
 			octx, ocancel := context.WithDeadline(ctx, expiry.Add(-l.margin-every))
@@ -453,10 +462,18 @@ func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 		case ctx.Err() != nil:
 			return
 		default:
+			// Failed, not just slow: try again soon.
 			l.log.Info("etcd keep-alive failed; retrying", zap.Error(r.err))
-			next = r.sent.Add(min(every, 500*time.Millisecond))
+			next = minTime(next, r.sent.Add(min(every, 500*time.Millisecond)))
 		}
 	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // watchConn sends on up each time conn becomes ready after it was not,
@@ -563,7 +580,7 @@ func (l *Locker) deleteOrphans(ctx context.Context) {
 // is unknown) deletes whatever is there: the name stays reserved for us,
 // so nothing newer of ours can be there.
 func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
-	return retryWrite(ctx, l.cli.ActiveConnection(), l.reach, func(ctx context.Context) error {
+	return retryWrite(ctx, l.cli.ActiveConnection(), l.reach, l.pace, func(ctx context.Context) error {
 		if rev < 0 {
 			_, err := l.cli.Delete(ctx, key)
 			return err
@@ -583,12 +600,16 @@ func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 // buried under retries. Each try requires a leader: a member without one
 // answers at once, and counts as out of reach. Only for writes that may
 // be repeated.
-func retryWrite(ctx context.Context, conn *grpc.ClientConn, reach time.Duration, write func(context.Context) error) error {
-	try, since := writeTry, time.Now()
+func retryWrite(ctx context.Context, conn *grpc.ClientConn, reach time.Duration, p *pace, write func(context.Context) error) error {
+	try, since := p.first(), time.Now()
 	for {
 		tctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), try)
+		sent := time.Now()
 		err := write(tctx)
 		cancel()
+		if err == nil {
+			p.took(time.Since(sent))
+		}
 		if err == nil || ctx.Err() != nil || !retryable(err) {
 			return err
 		}
@@ -604,6 +625,16 @@ func retryWrite(ctx context.Context, conn *grpc.ClientConn, reach time.Duration,
 		}
 	}
 }
+
+// pace remembers how long the last write took, so that on a slow etcd
+// the first try of the next is given twice that, not writeTry.
+type pace struct{ last atomic.Int64 }
+
+func (p *pace) first() time.Duration {
+	return min(max(writeTry, 2*time.Duration(p.last.Load())), maxWriteTry)
+}
+
+func (p *pace) took(d time.Duration) { p.last.Store(int64(d)) }
 
 // slow reports whether a failed try is etcd being slow: it ran out of
 // time on a connection that is up, or etcd itself said that applying it
@@ -729,7 +760,7 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	// and the next one then finds it (Else).
 	var resp *clientv3.TxnResponse
 	before := l.revs.highest()
-	err := retryWrite(ctx, l.cli.ActiveConnection(), l.reach, func(ctx context.Context) (err error) {
+	err := retryWrite(ctx, l.cli.ActiveConnection(), l.reach, l.pace, func(ctx context.Context) (err error) {
 		resp, err = l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease)), clientv3.OpGet(pfx, ahead...)).
 			Else(clientv3.OpGet(key), clientv3.OpGet(pfx, ahead...)).Commit()
