@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -746,26 +747,36 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	pfx := l.lockPrefix(name)
 	key := l.myKey(pfx, shared)
 	// One request queues us and shows who is ahead: the uncontended path
-	// costs this and the delete in Unlock. It is tried until the caller's
-	// ctx ends, the session is lost, or etcd is out of reach for the dial
-	// timeout: a slow etcd is waited for. A put cancelled in flight may
-	// still be applied: its key is then deleted whenever found, all
-	// session long (release with rev -1).
+	// costs this and the delete in Unlock. It is tried until it succeeds,
+	// the caller's ctx ends, the session is lost, or etcd is out of reach
+	// for the dial timeout: a slow etcd is waited for. A try under way
+	// when ctx ends may finish within the cleanup bound: a put cancelled
+	// in flight may still be applied, and then we must know its revision
+	// to take it back.
 	ahead := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
 	if !shared {
 		ahead = append(ahead, clientv3.WithLimit(1))
 	}
+	qctx, qcancel := context.WithCancel(l.sctx)
+	grace := time.AfterFunc(time.Duration(math.MaxInt64), qcancel)
+	stop := context.AfterFunc(ctx, func() { grace.Reset(l.op) })
 	// The write may repeat: a try that timed out may have put the key,
 	// and the next one then finds it (Else).
 	var resp *clientv3.TxnResponse
 	before := l.revs.highest()
-	err := retryWrite(ctx, l.cli.ActiveConnection(), l.reach, l.pace, func(ctx context.Context) (err error) {
-		resp, err = l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+	err := retryWrite(qctx, l.cli.ActiveConnection(), l.reach, l.pace, func(tctx context.Context) (err error) {
+		if ctx.Err() != nil {
+			return errStopped // no new try once the caller gave up
+		}
+		resp, err = l.cli.Txn(tctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease)), clientv3.OpGet(pfx, ahead...)).
 			Else(clientv3.OpGet(key), clientv3.OpGet(pfx, ahead...)).Commit()
 		return err
 	})
+	stop()
+	grace.Stop()
+	qcancel()
 	var rev int64
 	switch {
 	case err != nil:
@@ -785,6 +796,10 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	}
 	if err == nil && l.gone() {
 		err = ErrSessionLost
+	}
+	if err == nil && ctx.Err() != nil {
+		l.release(key, rev)
+		return nil, ctxErr(ctx)
 	}
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		l.markLost()
@@ -865,6 +880,9 @@ func blocked(kvs []*mvccpb.KeyValue, rev int64, shared bool) bool {
 	}
 	return false
 }
+
+// errStopped ends the tries of a write whose caller gave up.
+var errStopped = errors.New("caller gave up")
 
 // errRetry marks a failed etcd request during a wait: the wait goes on,
 // until its ctx ends or the session is lost.
