@@ -124,7 +124,8 @@ type Locker struct {
 
 // New connects to etcd and starts a session. It fails with ErrUnavailable
 // within about cfg.DialTimeout if etcd cannot be reached, refuses the
-// credentials or the TLS handshake.
+// credentials or the TLS handshake; an etcd that answers, however slowly,
+// is waited for until ctx ends.
 func New(ctx context.Context, cfg Config) (*Locker, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
@@ -253,10 +254,13 @@ func (c *Config) fill() error {
 // LostMargin returns how long before the lease could expire Lost fires.
 func (l *Locker) LostMargin() time.Duration { return l.margin }
 
-// Lost returns a channel closed once the session's lease may have expired:
-// when the server says it is gone, or when no keep-alive has been
-// confirmed for so long that it could expire within LostMargin. Other
-// processes cannot be granted our locks before that moment.
+// Lost returns a channel closed once the session is over: the server says
+// the lease is gone, its store was rewound (see revisions), or no
+// keep-alive has been confirmed for so long that the lease could expire
+// within LostMargin while etcd cannot be reached. On a reachable but slow
+// etcd that last case loses the locks held (their Lost closes, before
+// other processes could be granted them) but not the session: waiters
+// wait on. Closed by Close too.
 func (l *Locker) Lost() <-chan struct{} { return l.lost }
 
 // Close stops the keep-alives and revokes the lease, which deletes every
