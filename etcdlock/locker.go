@@ -266,14 +266,14 @@ func (l *Locker) Lost() <-chan struct{} { return l.lost }
 // Close stops the keep-alives and revokes the lease, which deletes every
 // key bound to it: locks still held are released (and their Lost closed),
 // keys whose delete failed earlier go too. With etcd down it gives up on
-// the revoke after the cleanup bound (about two seconds); the lease then
-// expires on its own.
+// the revoke after the cleanup bound (about two seconds), and skips it if
+// renewals are not getting through; the lease then expires on its own.
 func (l *Locker) Close() error {
 	var err error
 	l.once.Do(func() {
 		close(l.closed)
 		l.cancel()
-		if !l.isLost() {
+		if !l.isLost() && l.isTrusted() {
 			ctx, cancel := context.WithTimeout(context.Background(), l.op)
 			_, err = l.cli.Revoke(ctx, l.lease)
 			cancel()
@@ -536,6 +536,17 @@ func (l *Locker) confide() {
 	}
 }
 
+func (l *Locker) isTrusted() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.trusted:
+		return true
+	default:
+		return false
+	}
+}
+
 // confirmed waits until the session is confirmed (see distrust), and
 // returns nil, or why it ended first.
 func (l *Locker) confirmed(ctx context.Context) error {
@@ -681,6 +692,14 @@ func retryable(err error) bool {
 func (l *Locker) release(key string, rev int64) error {
 	if l.isLost() {
 		return nil // the key goes with the lease
+	}
+	if !l.isTrusted() {
+		// Renewals are not getting through: the keep-alive loop deletes
+		// it once one does, or it goes with the lease.
+		l.mu.Lock()
+		l.orphans[key] = rev
+		l.mu.Unlock()
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.op)
 	defer cancel()

@@ -135,7 +135,7 @@ func (s headedStream) RecvMsg(m any) error {
 func (l *Locker) settle(ctx context.Context, bound time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	l.cli.Get(ctx, l.prefix, clientv3.WithCountOnly())
+	l.cli.Get(ctx, l.prefix+"/", clientv3.WithCountOnly()) // a key etcd's auth lets us read
 }
 
 // checkHeld looks up the key of every lock held: a key gone, or created
