@@ -33,11 +33,29 @@
 // by another client: Inspect reports it as Info.Stray, since it blocks the
 // lock like a holder and, without a lease, never expires.
 //
-// # Unreachable or refused
+// Lost also closes when the store was rewound (restored from a snapshot):
+// the Locker remembers the highest revision in any response header, and a
+// write or linearizable read answered below it (a watch or renewal below
+// it is checked with such a read) loses the whole session, so that the
+// Locker never grants a token it has seen again; each renewal also looks
+// up the keys held, and a key gone without a delete event loses its lock.
+// gRPC reconnects within 100 ms, and a renewal goes out as soon as the
+// connection is back. Other Lockers know nothing of what this one saw.
 //
-// ErrUnavailable means etcd cannot be used. Its refusals (ErrRefused:
-// a TLS set-up it rejects, ErrAuthFailed, ErrPermissionDenied, ErrNoSpace)
-// mean that etcd answered no: retrying does not help, something must be
+// # Slow, refused, down
+//
+// ErrUnavailable means etcd could not be reached for the dial timeout (no
+// connection, or a member without a leader). A slow etcd is waited for: a
+// write tried again after a timeout on an open connection gets a longer
+// try, renewals are not given up while the lease may live and overlap (up
+// to three), and a waiter ends only with the lock, its ctx, or its session
+// really gone. When no renewal is confirmed in time on a reachable etcd,
+// the locks held are lost (Lost closes) but the session is not: waiters
+// wait on and are granted once a renewal is confirmed again.
+//
+// Refusals (ErrRefused: a TLS set-up etcd rejects, ErrAuthFailed,
+// ErrPermissionDenied, ErrNoSpace; they match ErrUnavailable too) mean
+// that etcd answered no: retrying does not help, something must be
 // fixed. Under ErrNoSpace deletes and keep-alives still work: held locks
 // are kept and released, new ones fail until an operator frees space. An
 // Inspector reads without a lease, so it works then too.

@@ -6,18 +6,23 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 )
 
@@ -71,6 +76,17 @@ const (
 	DefaultDialTimeout = 5 * time.Second
 )
 
+// reconnect is how soon gRPC dials again after a connection to etcd broke:
+// within about 100 ms (its default backs off to 2 s and more), so that a
+// holder meets an etcd that is back (restarted, perhaps restored from a
+// snapshot) as soon as a newcomer does.
+func reconnect() grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.2, Jitter: 0.2, MaxDelay: 100 * time.Millisecond},
+		MinConnectTimeout: 5 * time.Second,
+	}
+}
+
 // Config says how to reach etcd and where coord's keys live.
 type Config struct {
 	Endpoints   []string
@@ -93,6 +109,9 @@ type Locker struct {
 	ttl    time.Duration
 	margin time.Duration // Lost fires this long before the lease could expire
 	op     time.Duration // bound on one cleanup RPC
+	reach  time.Duration // how long etcd may be out of reach before a write gives up
+	pace   *pace         // how long writes take
+	revs   *revisions    // the highest revision seen; whether the store was rewound
 	log    *zap.Logger
 
 	// sctx is the session: every request and watch of a Lock is bound to
@@ -103,6 +122,7 @@ type Locker struct {
 	cancel  context.CancelFunc // stops the keep-alive loop
 	wg      sync.WaitGroup     // the keep-alive loop and the locks' watchers
 	lost    chan struct{}      // closed once the lease may have expired
+	trusted chan struct{}      // closed while renewals are confirmed (under mu)
 	closed  chan struct{}      // closed by Close
 	once    sync.Once          // Close
 
@@ -115,11 +135,13 @@ type Locker struct {
 
 // New connects to etcd and starts a session. It fails with ErrUnavailable
 // within about cfg.DialTimeout if etcd cannot be reached, refuses the
-// credentials or the TLS handshake.
+// credentials or the TLS handshake; an etcd that answers, however slowly,
+// is waited for until ctx ends.
 func New(ctx context.Context, cfg Config) (*Locker, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
+	revs := newRevisions()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.DialTimeout,
@@ -128,6 +150,7 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		Password:    cfg.Password,
 		Logger:      clientLogger(cfg.Logger),
 		Context:     ctx,
+		DialOptions: append(revs.dialOptions(), grpc.WithConnectParams(reconnect())),
 	})
 	if r := refused(err, user(cfg), cfg.Prefix); r != nil {
 		return nil, fmt.Errorf("%w: %s", r, strings.Join(cfg.Endpoints, ","))
@@ -135,10 +158,10 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, strings.Join(cfg.Endpoints, ","), err)
 	}
-	gctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// gRPC only says that time ran out: if etcd is slow to answer, find out
-	// why in the meantime, within the same dial timeout.
+	// why in the meantime, within the dial timeout.
 	// A refusal (see ErrClientCertRequired) is certain: no need to wait
 	// out the rest of the timeout.
 	type verdict struct {
@@ -146,20 +169,23 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		refusal error
 	}
 	why := make(chan verdict, 1)
+	pctx, pcancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer pcancel()
 	probe := time.AfterFunc(cfg.DialTimeout/2, func() {
-		w, refusal := diagnose(gctx, cfg)
+		w, refusal := diagnose(pctx, cfg)
 		if refusal != nil {
 			cancel()
 		}
 		why <- verdict{w, refusal}
 	})
-	// Each try is short: a member that lost its leader holds a proposal
-	// until the server's own request timeout (5 s and more) while another
-	// member may already have a new leader. A try that timed out may still
-	// have granted a lease: it has no keys, and expires.
+	// The grant gives up once etcd was out of reach for the dial timeout;
+	// while etcd answers, however slowly, it waits (see retryWrite). A try
+	// that timed out may still have granted a lease: it has no keys, and
+	// expires.
 	var g *clientv3.LeaseGrantResponse
 	var sent time.Time
-	err = retryWrite(gctx, max(cfg.DialTimeout/5, time.Second), func(ctx context.Context) (err error) {
+	p := &pace{}
+	err = retryWrite(gctx, cli.ActiveConnection(), cfg.DialTimeout, p, func(ctx context.Context) (err error) {
 		sent = time.Now()
 		g, err = cli.Grant(ctx, int64(cfg.TTL/time.Second))
 		return err
@@ -172,7 +198,7 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		return nil, fmt.Errorf("%w: %s", r, strings.Join(cfg.Endpoints, ","))
 	}
 	if !probe.Stop() {
-		cancel()
+		pcancel()
 		w := <-why
 		if err != nil && ctx.Err() == nil {
 			cli.Close()
@@ -198,13 +224,18 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		ttl:     ttl,
 		margin:  max(time.Second, ttl/4),
 		op:      min(cfg.DialTimeout, 2*time.Second),
+		reach:   cfg.DialTimeout,
+		pace:    p,
+		revs:    revs,
 		log:     cfg.Logger,
 		lost:    make(chan struct{}),
+		trusted: make(chan struct{}),
 		closed:  make(chan struct{}),
 		inUse:   map[string]struct{}{},
 		orphans: map[string]int64{},
 		held:    map[*Lock]struct{}{},
 	}
+	close(l.trusted)
 	l.sctx, l.scancel = context.WithCancelCause(context.Background())
 	kctx, kcancel := context.WithCancel(context.Background())
 	l.cancel = kcancel
@@ -244,23 +275,26 @@ func (c *Config) fill() error {
 // LostMargin returns how long before the lease could expire Lost fires.
 func (l *Locker) LostMargin() time.Duration { return l.margin }
 
-// Lost returns a channel closed once the session's lease may have expired:
-// when the server says it is gone, or when no keep-alive has been
-// confirmed for so long that it could expire within LostMargin. Other
-// processes cannot be granted our locks before that moment.
+// Lost returns a channel closed once the session is over: the server says
+// the lease is gone, its store was rewound (see revisions), or no
+// keep-alive has been confirmed for so long that the lease could expire
+// within LostMargin while etcd cannot be reached. On a reachable but slow
+// etcd that last case loses the locks held (their Lost closes, before
+// other processes could be granted them) but not the session: waiters
+// wait on. Closed by Close too.
 func (l *Locker) Lost() <-chan struct{} { return l.lost }
 
 // Close stops the keep-alives and revokes the lease, which deletes every
 // key bound to it: locks still held are released (and their Lost closed),
 // keys whose delete failed earlier go too. With etcd down it gives up on
-// the revoke after the cleanup bound (about two seconds); the lease then
-// expires on its own.
+// the revoke after the cleanup bound (about two seconds), and skips it if
+// renewals are not getting through; the lease then expires on its own.
 func (l *Locker) Close() error {
 	var err error
 	l.once.Do(func() {
 		close(l.closed)
 		l.cancel()
-		if !l.isLost() {
+		if !l.isLost() && l.isTrusted() {
 			ctx, cancel := context.WithTimeout(context.Background(), l.op)
 			_, err = l.cli.Revoke(ctx, l.lease)
 			cancel()
@@ -287,6 +321,15 @@ func (l *Locker) markLost() {
 	for k := range l.held {
 		k.lose()
 	}
+}
+
+// gone reports whether the session is lost, ending it first if the store
+// was rewound.
+func (l *Locker) gone() bool {
+	if l.revs.isRewound() {
+		l.markLost()
+	}
+	return l.isLost()
 }
 
 func (l *Locker) isLost() bool {
@@ -317,53 +360,227 @@ func ctxErr(ctx context.Context) error {
 // trusted for divided by three, and after a failure retries on the same
 // cadence counted from when the failed request was sent (at most every
 // 500 ms), so that a renewal that fails or times out is retried before the
-// lease is given up. It closes lost when the lease is gone or may be. The
-// lease's expiry is counted from when the last successful request was
-// sent, not from when its answer came: the server renewed it in between.
-// Only this goroutine knows it.
+// lease is given up. The lease's expiry is counted from when the last
+// successful request was sent, not from when its answer came: the server
+// renewed it in between. Only this goroutine knows it.
+//
+// Once no renewal was confirmed for so long that the lease could expire
+// within the margin, every lock held is lost (see distrust). If etcd
+// cannot be reached then (the connection is down), or says the lease is
+// gone, or its store was rewound, the session is lost. If it is reachable
+// but slow, the session lives on for waiters: renewals go on, and the
+// first one confirmed makes the session trusted again; a waiter is granted
+// only while it is.
 func (l *Locker) keepAlive(ctx context.Context, expiry time.Time) {
 	defer l.wg.Done()
 	every := (l.ttl - l.margin) / 3
-	next := every
+	conn := l.cli.ActiveConnection()
+	// Each renewal runs in a goroutine of its own and is not cut short
+	// while the lease may live: on a slow etcd a renewal sent again and
+	// again, each given up after a while, would never land. The next one
+	// is sent on time even while earlier ones are under way (at most
+	// maxRenewals at once), so that the lease is confirmed as long as one
+	// round trip takes less than the span the lease is trusted for.
+	type renewal struct {
+		sent time.Time
+		resp *clientv3.LeaseKeepAliveResponse
+		err  error
+	}
+	const maxRenewals = 3
+	done := make(chan renewal, maxRenewals)
+	inflight := 0
+	rctx, rcancel := context.WithCancel(ctx)
+	defer func() {
+		rcancel()
+		for ; inflight > 0; inflight-- {
+			<-done
+		}
+	}()
+	renew := func() {
+		tctx, cancel := context.WithTimeout(rctx, max(every, time.Until(expiry)))
+		inflight++
+		sent := time.Now()
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			defer cancel()
+			resp, err := l.cli.KeepAliveOnce(tctx, l.lease)
+			done <- renewal{sent, resp, err}
+		}()
+	}
+	// A connection that comes back (etcd restarted, perhaps restored from
+	// a snapshot) is met with a renewal at once, not at the next turn.
+	up := make(chan struct{}, 1)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		watchConn(ctx, conn, up)
+	}()
+	next := time.Now().Add(every) // when to send the next renewal
 	for {
 		lostAt := expiry.Add(-l.margin)
-		if time.Until(lostAt) <= 0 {
-			l.log.Warn("etcd lease may have expired: locks are lost", zap.Int64("lease", int64(l.lease)))
+		late := time.Until(lostAt) <= 0
+		if late && conn.GetState() != connectivity.Ready {
+			l.log.Warn("etcd lease may have expired and etcd cannot be reached: locks are lost", zap.Int64("lease", int64(l.lease)))
 			l.markLost()
 			return
 		}
-		t := time.NewTimer(min(next, time.Until(lostAt)))
+		if late {
+			if was, n := l.distrust(); was && n > 0 {
+				l.log.Warn("etcd lease may have expired (etcd is slow): held locks are lost; waiters wait for a renewal", zap.Int64("lease", int64(l.lease)), zap.Int("lost", n))
+			} else if was {
+				l.log.Info("etcd lease may have expired (etcd is slow): waiters wait for a renewal", zap.Int64("lease", int64(l.lease)))
+			}
+		}
+		if inflight < maxRenewals && !time.Now().Before(next) {
+			renew()
+			next = time.Now().Add(every)
+		}
+		wake := next
+		if inflight == maxRenewals {
+			wake = time.Now().Add(every)
+		}
+		if !late {
+			wake = minTime(wake, lostAt)
+		} else {
+			// While late, look at the connection now and then.
+			wake = minTime(wake, time.Now().Add(500*time.Millisecond))
+		}
+		t := time.NewTimer(time.Until(wake))
+		var r renewal
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case <-t.C:
-		}
-		if time.Until(lostAt) <= 0 {
+		case <-l.revs.rewound:
+			t.Stop()
+			l.log.Warn("etcd answered with a revision below one it gave before: its store was rewound (restored from a snapshot?); locks are lost",
+				zap.Int64("seen", l.revs.highest()))
+			l.markLost()
+			return
+		case <-l.revs.suspect:
+			t.Stop()
+			l.settle(ctx, every)
 			continue
+		case <-t.C:
+			continue
+		case <-up:
+			t.Stop()
+			next = time.Now()
+			continue
+		case r = <-done:
+			t.Stop()
+			inflight--
 		}
-		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, min(every, time.Until(lostAt)))
-		resp, err := l.cli.KeepAliveOnce(rctx, l.lease)
-		cancel()
 		switch {
-		case err == nil && resp.TTL > 0:
-			expiry = sent.Add(time.Duration(resp.TTL) * time.Second)
-			next = every
+		case r.err == nil && r.resp.TTL > 0:
+			expiry = maxTime(expiry, r.sent.Add(time.Duration(r.resp.TTL)*time.Second))
+			l.confide()
 			// Bounded so that a slow etcd cannot delay Lost.
 			octx, ocancel := context.WithDeadline(ctx, expiry.Add(-l.margin-every))
+			l.checkHeld(octx)
 			l.deleteOrphans(octx)
 			ocancel()
-		case errors.Is(err, rpctypes.ErrLeaseNotFound) || err == nil:
+		case errors.Is(r.err, rpctypes.ErrLeaseNotFound) || r.err == nil:
 			l.log.Warn("etcd lease is gone: locks are lost", zap.Int64("lease", int64(l.lease)))
 			l.markLost()
 			return
 		case ctx.Err() != nil:
 			return
 		default:
-			l.log.Info("etcd keep-alive failed; retrying", zap.Error(err))
-			next = max(0, min(every, 500*time.Millisecond)-time.Since(sent))
+			// Failed, not just slow: try again soon.
+			l.log.Info("etcd keep-alive failed; retrying", zap.Error(r.err))
+			next = minTime(next, r.sent.Add(min(every, 500*time.Millisecond)))
 		}
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// watchConn sends on up each time conn becomes ready after it was not,
+// until ctx ends.
+func watchConn(ctx context.Context, conn *grpc.ClientConn, up chan<- struct{}) {
+	state := conn.GetState()
+	for conn.WaitForStateChange(ctx, state) {
+		now := conn.GetState()
+		if now == connectivity.Ready && state != connectivity.Ready {
+			select {
+			case up <- struct{}{}:
+			default:
+			}
+		}
+		state = now
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// distrust marks the session unconfirmed: every lock held is lost (its
+// Lost closes), and no waiter is granted until a renewal is confirmed.
+// It reports whether the session was trusted until now, and how many
+// locks it lost.
+func (l *Locker) distrust() (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.trusted:
+	default:
+		return false, 0
+	}
+	l.trusted = make(chan struct{})
+	n := len(l.held)
+	for k := range l.held {
+		k.lose()
+		delete(l.held, k)
+	}
+	return true, n
+}
+
+// confide marks the session confirmed again.
+func (l *Locker) confide() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.trusted:
+	default:
+		close(l.trusted)
+	}
+}
+
+func (l *Locker) isTrusted() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.trusted:
+		return true
+	default:
+		return false
+	}
+}
+
+// confirmed waits until the session is confirmed (see distrust), and
+// returns nil, or why it ended first.
+func (l *Locker) confirmed(ctx context.Context) error {
+	l.mu.Lock()
+	trusted := l.trusted
+	l.mu.Unlock()
+	select {
+	case <-trusted:
+		return nil
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-l.closed:
+		return ErrClosed
 	}
 }
 
@@ -400,7 +617,7 @@ func (l *Locker) deleteOrphans(ctx context.Context) {
 // is unknown) deletes whatever is there: the name stays reserved for us,
 // so nothing newer of ours can be there.
 func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
-	return retryWrite(ctx, writeTry, func(ctx context.Context) error {
+	return retryWrite(ctx, l.cli.ActiveConnection(), l.reach, l.pace, func(ctx context.Context) error {
 		if rev < 0 {
 			_, err := l.cli.Delete(ctx, key)
 			return err
@@ -411,15 +628,31 @@ func (l *Locker) deleteKey(ctx context.Context, key string, rev int64) error {
 	})
 }
 
-// retryWrite runs write, each try bounded by try and tries 50 ms apart,
-// until it succeeds, fails for a reason another try cannot cure (see
-// retryable), or ctx ends. Only for writes that may be repeated.
-func retryWrite(ctx context.Context, try time.Duration, write func(context.Context) error) error {
+// retryWrite runs write until it succeeds, fails for a reason another
+// try cannot cure (see retryable), or ctx ends, or etcd has been out of
+// reach for the span reach: no try was answered, and conn was not
+// connected when a try ran out. A try that runs out on a connected
+// conn is etcd being slow, not gone, and only makes the next try longer
+// (writeTry doubling up to maxWriteTry), so that a slow etcd is not
+// buried under retries. Each try requires a leader: a member without one
+// answers at once, and counts as out of reach. Only for writes that may
+// be repeated.
+func retryWrite(ctx context.Context, conn *grpc.ClientConn, reach time.Duration, p *pace, write func(context.Context) error) error {
+	try, since := p.first(), time.Now()
 	for {
-		tctx, cancel := context.WithTimeout(ctx, try)
+		tctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), try)
+		sent := time.Now()
 		err := write(tctx)
 		cancel()
+		if err == nil {
+			p.took(time.Since(sent))
+		}
 		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		if slow(err, conn) {
+			since, try = time.Now(), min(2*try, maxWriteTry)
+		} else if time.Since(since) >= reach {
 			return err
 		}
 		select {
@@ -430,10 +663,35 @@ func retryWrite(ctx context.Context, try time.Duration, write func(context.Conte
 	}
 }
 
-// writeTry bounds one try of a write that may be repeated: a member whose
-// leader just died holds a write until the server's own request timeout
-// (seconds), while another member may already have a new leader.
-const writeTry = 500 * time.Millisecond
+// pace remembers how long the last write took, so that on a slow etcd
+// the first try of the next is given twice that, not writeTry.
+type pace struct{ last atomic.Int64 }
+
+func (p *pace) first() time.Duration {
+	return min(max(writeTry, 2*time.Duration(p.last.Load())), maxWriteTry)
+}
+
+func (p *pace) took(d time.Duration) { p.last.Store(int64(d)) }
+
+// slow reports whether a failed try is etcd being slow: it ran out of
+// time on a connection that is up, or etcd itself said that applying it
+// took too long.
+func slow(err error, conn *grpc.ClientConn) bool {
+	if errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, rpctypes.ErrTimeoutWaitAppliedIndex) {
+		return true
+	}
+	timedOut := status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
+	return timedOut && conn != nil && conn.GetState() == connectivity.Ready
+}
+
+// writeTry bounds the first try of a write that may be repeated: a member
+// whose leader just died holds a write until the server's own request
+// timeout (seconds), while another member may already have a new leader.
+// maxWriteTry bounds the later tries, on an etcd that is slow.
+const (
+	writeTry    = 500 * time.Millisecond
+	maxWriteTry = 4 * time.Second
+)
 
 // retryable reports whether a write that may be repeated (the lease
 // grant, or a write that touches only our own key and checks what is
@@ -442,6 +700,10 @@ const writeTry = 500 * time.Millisecond
 // no writes.
 func retryable(err error) bool {
 	code := status.Code(err)
+	var ee rpctypes.EtcdError // the client turns etcd's own errors into these
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	}
 	return code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
 }
 
@@ -451,6 +713,14 @@ func retryable(err error) bool {
 func (l *Locker) release(key string, rev int64) error {
 	if l.isLost() {
 		return nil // the key goes with the lease
+	}
+	if !l.isTrusted() {
+		// Renewals are not getting through: the keep-alive loop deletes
+		// it once one does, or it goes with the lease.
+		l.mu.Lock()
+		l.orphans[key] = rev
+		l.mu.Unlock()
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.op)
 	defer cancel()
@@ -521,30 +791,46 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 	pfx := l.lockPrefix(name)
 	key := l.myKey(pfx, shared)
 	// One request queues us and shows who is ahead: the uncontended path
-	// costs this and the delete in Unlock. It runs under its own deadline,
-	// not the caller's: a put cancelled in flight may still be applied,
-	// and then we must know its revision to take it back.
+	// costs this and the delete in Unlock. It is tried until it succeeds,
+	// the caller's ctx ends, the session is lost, or etcd is out of reach
+	// for the dial timeout: a slow etcd is waited for. A try under way
+	// when ctx ends may finish within the cleanup bound: a put cancelled
+	// in flight may still be applied, and then we must know its revision
+	// to take it back.
 	ahead := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)}
 	if !shared {
 		ahead = append(ahead, clientv3.WithLimit(1))
 	}
-	qctx, qcancel := context.WithTimeout(l.sctx, l.op)
+	qctx, qcancel := context.WithCancel(l.sctx)
+	grace := time.AfterFunc(time.Duration(math.MaxInt64), qcancel)
+	stop := context.AfterFunc(ctx, func() { grace.Reset(l.op) })
 	// The write may repeat: a try that timed out may have put the key,
 	// and the next one then finds it (Else).
 	var resp *clientv3.TxnResponse
-	err := retryWrite(qctx, writeTry, func(ctx context.Context) (err error) {
-		resp, err = l.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+	before := l.revs.highest()
+	err := retryWrite(qctx, l.cli.ActiveConnection(), l.reach, l.pace, func(tctx context.Context) (err error) {
+		if ctx.Err() != nil {
+			return errStopped // no new try once the caller gave up
+		}
+		resp, err = l.cli.Txn(tctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, string(value), clientv3.WithLease(l.lease)), clientv3.OpGet(pfx, ahead...)).
 			Else(clientv3.OpGet(key), clientv3.OpGet(pfx, ahead...)).Commit()
 		return err
 	})
+	stop()
+	grace.Stop()
 	qcancel()
 	var rev int64
 	switch {
 	case err != nil:
 	case resp.Succeeded:
 		rev = resp.Header.Revision
+		if rev <= before {
+			// Our put made a revision we saw before: the store was
+			// rewound, and our token is someone else's.
+			l.revs.rewind()
+		}
 	default: // an earlier try put it, if it is ours
 		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && clientv3.LeaseID(kvs[0].Lease) == l.lease {
 			rev = kvs[0].CreateRevision
@@ -552,10 +838,23 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 			err = fmt.Errorf("key %s exists already", key)
 		}
 	}
+	if err == nil && l.gone() {
+		err = ErrSessionLost
+	}
+	if err == nil && ctx.Err() != nil {
+		l.release(key, rev)
+		return nil, ctxErr(ctx)
+	}
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		l.markLost()
+	}
 	if err != nil {
 		l.release(key, -1) // the put may yet happen: watched for all session long
-		if l.isLost() {
+		switch {
+		case l.gone():
 			return nil, ErrSessionLost
+		case ctx.Err() != nil:
+			return nil, ctxErr(ctx)
 		}
 		return nil, l.unavailable(fmt.Sprintf("queue for %q", name), err)
 	}
@@ -569,9 +868,10 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 			return nil, err
 		}
 		// Granted: check that our key survived the wait (the lease may
-		// have expired meanwhile, and someone else been granted the lock).
+		// have expired meanwhile, and someone else been granted the lock;
+		// the store may have been rewound).
 		g, err := l.cli.Get(ctx, key, clientv3.WithKeysOnly())
-		if err != nil || len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != rev {
+		if err != nil || len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != rev || l.gone() {
 			l.release(key, rev)
 			switch {
 			case ctx.Err() != nil:
@@ -581,6 +881,16 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value
 			}
 			return nil, ErrSessionLost
 		}
+	}
+	// A session whose renewals are not confirmed (etcd slow) may have
+	// lost its lease: grant only once one is.
+	if err := l.confirmed(ctx); err != nil {
+		l.release(key, rev)
+		return nil, err
+	}
+	if l.gone() {
+		l.release(key, rev)
+		return nil, ErrSessionLost
 	}
 	return l.start(key, rev), nil
 }
@@ -614,6 +924,9 @@ func blocked(kvs []*mvccpb.KeyValue, rev int64, shared bool) bool {
 	}
 	return false
 }
+
+// errStopped ends the tries of a write whose caller gave up.
+var errStopped = errors.New("caller gave up")
 
 // errRetry marks a failed etcd request during a wait: the wait goes on,
 // until its ctx ends or the session is lost.
@@ -734,6 +1047,11 @@ func (l *Locker) start(key string, rev int64) *Lock {
 	k := &Lock{l: l, key: key, rev: rev, lost: make(chan struct{})}
 	k.ctx, k.stop = l.bind(context.Background())
 	l.mu.Lock()
+	select {
+	case <-l.trusted:
+	default:
+		k.lose() // distrusted since Lock checked
+	}
 	if l.isLost() {
 		k.lose()
 	} else {

@@ -26,6 +26,8 @@ import (
 type Server struct {
 	Endpoint string // client URL
 	Version  string // "embedded" or "system"
+	Peer     string // peer URL; set for "system"
+	DataDir  string // set for "system"
 	stop     func() error
 }
 
@@ -119,22 +121,30 @@ func SystemBinary() string {
 // StartSystem starts the installed etcd binary with its data in dir and
 // waits until it answers on its client URL.
 func StartSystem(dir string) (*Server, error) {
-	bin := SystemBinary()
-	if bin == "" {
-		return nil, errors.New("no etcd binary on PATH")
-	}
 	ports, err := FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
 	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	log, err := os.Create(filepath.Join(dir, "etcd.log"))
+	return StartSystemOn(dir, filepath.Join(dir, "data"), client, peer)
+}
+
+// StartSystemOn starts the installed etcd binary as member "test" on the
+// given client and peer URLs with its data in dataDir (which may hold a
+// restored snapshot: see Restore), logging to dir/etcd.log, and waits
+// until it answers on its client URL.
+func StartSystemOn(dir, dataDir, client, peer string) (*Server, error) {
+	bin := SystemBinary()
+	if bin == "" {
+		return nil, errors.New("no etcd binary on PATH")
+	}
+	log, err := os.OpenFile(filepath.Join(dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin,
-		"--name", "test", "--data-dir", filepath.Join(dir, "data"),
+		"--name", "test", "--data-dir", dataDir,
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "test="+peer,
@@ -167,7 +177,7 @@ func StartSystem(dir string) (*Server, error) {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if ready(client) {
-			return &Server{Endpoint: client, Version: "system", stop: stop}, nil
+			return &Server{Endpoint: client, Version: "system", Peer: peer, DataDir: dataDir, stop: stop}, nil
 		}
 	}
 	stop()
@@ -184,4 +194,25 @@ func ready(client string) bool {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return strings.Contains(string(b), `"health":"true"`)
+}
+
+// Restore restores the snapshot file into a new data directory, dataDir,
+// for the member s is (etcdctl snapshot restore, as on etcd 3.4): start it
+// with StartSystemOn(dir, dataDir, s.Endpoint, s.Peer) once s is stopped.
+func (s *Server) Restore(ctx context.Context, snapshot, dataDir string) error {
+	out, err := exec.CommandContext(ctx, "etcdctl", "snapshot", "restore", snapshot, "--data-dir", dataDir,
+		"--name", "test", "--initial-cluster", "test="+s.Peer, "--initial-advertise-peer-urls", s.Peer).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("etcdctl snapshot restore: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Snapshot saves a snapshot of s in path (etcdctl snapshot save).
+func (s *Server) Snapshot(ctx context.Context, path string) error {
+	out, err := exec.CommandContext(ctx, "etcdctl", "--endpoints", s.Endpoint, "snapshot", "save", path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("etcdctl snapshot save: %v: %s", err, out)
+	}
+	return nil
 }

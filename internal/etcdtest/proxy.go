@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 )
 
 // Proxy is a TCP proxy on a loopback port that a test can partition from
@@ -31,6 +32,7 @@ type Proxy struct {
 	mu     sync.Mutex
 	flow   chan struct{} // closed while bytes may pass; a new one on each Cut
 	cut    bool
+	delay  time.Duration // how long each read is held before it is passed on
 	closed bool
 	conns  map[net.Conn]struct{} // both sides of every forwarded connection
 	wg     sync.WaitGroup        // the accept loop and every connection's goroutines
@@ -76,6 +78,16 @@ func (p *Proxy) Restore() {
 		p.cut = false
 		close(p.flow)
 	}
+}
+
+// Delay makes the network slow: from now on every read, either way, is
+// held for d before it is passed on (d each way, 2d a round trip, more
+// while bytes queue), as on a congested link or before an etcd that is
+// slow to answer. Delay(0) ends it.
+func (p *Proxy) Delay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = d
 }
 
 // Close stops listening, closes every connection, cut or not, and returns
@@ -186,6 +198,16 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		p.mu.Lock()
+		d := p.delay
+		p.mu.Unlock()
+		if d > 0 {
+			select {
+			case <-time.After(d):
+			case <-p.ctx.Done():
+				return
+			}
+		}
 		if !p.passable() {
 			return
 		}
