@@ -170,15 +170,28 @@ func (b etcdBackend) lock(ctx context.Context, name string, shared, wait bool, r
 }
 
 func (b etcdBackend) inspect(ctx context.Context, name string) (Status, error) {
-	info, err := b.l.Inspect(ctx, name)
+	return etcdInspect(ctx, b.l, name)
+}
+
+func (b etcdBackend) list(ctx context.Context) ([]Status, error) { return etcdList(ctx, b.l) }
+
+// etcdInspector reads locks: an etcdlock.Locker or, for a Manager that
+// only reports, an etcdlock.Inspector.
+type etcdInspector interface {
+	Inspect(ctx context.Context, name string) (etcdlock.Info, error)
+	List(ctx context.Context) ([]etcdlock.Info, error)
+}
+
+func etcdInspect(ctx context.Context, in etcdInspector, name string) (Status, error) {
+	info, err := in.Inspect(ctx, name)
 	if err != nil {
 		return Status{}, etcdError(err)
 	}
 	return etcdStatus(info), nil
 }
 
-func (b etcdBackend) list(ctx context.Context) ([]Status, error) {
-	infos, err := b.l.List(ctx)
+func etcdList(ctx context.Context, in etcdInspector) ([]Status, error) {
+	infos, err := in.List(ctx)
 	if err != nil {
 		return nil, etcdError(err)
 	}

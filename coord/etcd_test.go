@@ -106,21 +106,8 @@ func TestEtcdAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, step := range []func() error{
-		func() error { _, err := c.UserAdd(ctx, "root", "s3cret-root"); return err },
-		func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err },
-		func() error { _, err := c.UserAdd(ctx, "limited", "s3cret-limited"); return err },
-		func() error { _, err := c.RoleAdd(ctx, "mine"); return err },
-		func() error {
-			_, err := c.RoleGrantPermission(ctx, "mine", "/mine/", clientv3.GetPrefixRangeEnd("/mine/"), clientv3.PermissionType(clientv3.PermReadWrite))
-			return err
-		},
-		func() error { _, err := c.UserGrantRole(ctx, "limited", "mine"); return err },
-		func() error { _, err := c.AuthEnable(ctx); return err },
-	} {
-		if err := step(); err != nil {
-			t.Fatal(err)
-		}
+	if err := etcdtest.EnableAuth(ctx, c, "s3cret-root", "s3cret-limited"); err != nil {
+		t.Fatal(err)
 	}
 	c.Close()
 	// etcd checks a password with bcrypt: slow under -race on a loaded machine.

@@ -28,24 +28,10 @@ func (b etcdReport) lock(context.Context, string, bool, bool, []byte) (held, err
 }
 
 func (b etcdReport) inspect(ctx context.Context, name string) (Status, error) {
-	info, err := b.in.Inspect(ctx, name)
-	if err != nil {
-		return Status{}, etcdError(err)
-	}
-	return etcdStatus(info), nil
+	return etcdInspect(ctx, b.in, name)
 }
 
-func (b etcdReport) list(ctx context.Context) ([]Status, error) {
-	infos, err := b.in.List(ctx)
-	if err != nil {
-		return nil, etcdError(err)
-	}
-	out := make([]Status, len(infos))
-	for i, info := range infos {
-		out[i] = etcdStatus(info)
-	}
-	return out, nil
-}
+func (b etcdReport) list(ctx context.Context) ([]Status, error) { return etcdList(ctx, b.in) }
 
 func (b etcdReport) close() error { return b.in.Close() }
 

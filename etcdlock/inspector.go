@@ -30,15 +30,7 @@ func NewInspector(ctx context.Context, cfg Config) (*Inspector, error) {
 		return nil, err
 	}
 	eps := strings.Join(cfg.Endpoints, ",")
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   cfg.Endpoints,
-		DialTimeout: cfg.DialTimeout,
-		TLS:         cfg.TLS,
-		Username:    cfg.Username,
-		Password:    cfg.Password,
-		Logger:      clientLogger(cfg.Logger),
-		Context:     ctx,
-	})
+	cli, err := cfg.client(ctx)
 	if r := refused(err, user(cfg), cfg.Prefix); r != nil {
 		return nil, fmt.Errorf("%w: %s", r, eps)
 	}

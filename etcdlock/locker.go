@@ -142,16 +142,7 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 		return nil, err
 	}
 	revs := newRevisions()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   cfg.Endpoints,
-		DialTimeout: cfg.DialTimeout,
-		TLS:         cfg.TLS,
-		Username:    cfg.Username,
-		Password:    cfg.Password,
-		Logger:      clientLogger(cfg.Logger),
-		Context:     ctx,
-		DialOptions: append(revs.dialOptions(), grpc.WithConnectParams(reconnect())),
-	})
+	cli, err := cfg.client(ctx, append(revs.dialOptions(), grpc.WithConnectParams(reconnect()))...)
 	if r := refused(err, user(cfg), cfg.Prefix); r != nil {
 		return nil, fmt.Errorf("%w: %s", r, strings.Join(cfg.Endpoints, ","))
 	}
@@ -242,6 +233,21 @@ func New(ctx context.Context, cfg Config) (*Locker, error) {
 	l.wg.Add(1)
 	go l.keepAlive(kctx, sent.Add(ttl))
 	return l, nil
+}
+
+// client is the etcd client c describes, with opts added to its gRPC
+// dial options.
+func (c *Config) client(ctx context.Context, opts ...grpc.DialOption) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:   c.Endpoints,
+		DialTimeout: c.DialTimeout,
+		TLS:         c.TLS,
+		Username:    c.Username,
+		Password:    c.Password,
+		Logger:      clientLogger(c.Logger),
+		Context:     ctx,
+		DialOptions: opts,
+	})
 }
 
 func (c *Config) fill() error {

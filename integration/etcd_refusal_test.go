@@ -33,21 +33,8 @@ func authEtcd(t *testing.T) string {
 	}
 	defer c.Close()
 	ctx := context.Background()
-	for _, step := range []func() error{
-		func() error { _, err := c.UserAdd(ctx, "root", "root-pw"); return err },
-		func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err },
-		func() error { _, err := c.UserAdd(ctx, "limited", "limited-pw"); return err },
-		func() error { _, err := c.RoleAdd(ctx, "mine"); return err },
-		func() error {
-			_, err := c.RoleGrantPermission(ctx, "mine", "/mine/", clientv3.GetPrefixRangeEnd("/mine/"), clientv3.PermissionType(clientv3.PermReadWrite))
-			return err
-		},
-		func() error { _, err := c.UserGrantRole(ctx, "limited", "mine"); return err },
-		func() error { _, err := c.AuthEnable(ctx); return err },
-	} {
-		if err := step(); err != nil {
-			t.Fatal(err)
-		}
+	if err := etcdtest.EnableAuth(ctx, c, "root-pw", "limited-pw"); err != nil {
+		t.Fatal(err)
 	}
 	return s.Endpoint
 }

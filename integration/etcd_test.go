@@ -312,23 +312,7 @@ func TestEtcdBadInput(t *testing.T) {
 // 14. 8 OS processes × 25 increments under `coord --backend etcd lock`
 // against a `coord server` process: none lost.
 func TestCLICounterCoordServer(t *testing.T) {
-	data := t.TempDir()
-	ports := freePorts(t, 2)
-	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	srv := start(t, data, cleanEnv(), coordBin, "server", "--data-dir", data+"/etcd", "--client-url", client, "--peer-url", peer)
-	began := time.Now()
-	for !strings.Contains(srv.output(), "ready") {
-		select {
-		case <-srv.done:
-			t.Fatalf("coord server exited %d before it was ready:\n%s", srv.code, srv.output())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Since(began) > 30*time.Second {
-			t.Fatalf("coord server not ready after 30s:\n%s", srv.output())
-		}
-	}
-	t.Logf("coord server ready in %s", time.Since(began).Round(time.Millisecond))
+	srv, client := startCoordServer(t)
 	be := &backend{name: "coord-server", endpoint: client}
 	cliCounter(t, newWorld(t, be), "GLOBAL=--backend etcd --etcd-endpoints "+client)
 

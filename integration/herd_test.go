@@ -44,8 +44,8 @@ func envInt(t *testing.T, name string, def int) int {
 }
 
 // startCoordServer runs `coord server` on free loopback ports and returns
-// its client URL once it is ready.
-func startCoordServer(t *testing.T) string {
+// it and its client URL once it is ready.
+func startCoordServer(t *testing.T) (*proc, string) {
 	t.Helper()
 	data := t.TempDir()
 	ports := freePorts(t, 2)
@@ -63,14 +63,16 @@ func startCoordServer(t *testing.T) string {
 			t.Fatalf("coord server not ready after 30s:\n%s", srv.output())
 		}
 	}
-	return client
+	t.Logf("coord server ready in %s", time.Since(began).Round(time.Millisecond))
+	return srv, client
 }
 
 // herdBackends are the etcds a herd runs against: a `coord server` of its
 // own, and the 3-member cluster when the suite has one.
 func herdBackends(t *testing.T, f func(t *testing.T, be *backend)) {
 	t.Run("coord-server", func(t *testing.T) {
-		f(t, &backend{name: "coord-server", endpoint: startCoordServer(t)})
+		_, client := startCoordServer(t)
+		f(t, &backend{name: "coord-server", endpoint: client})
 	})
 	for _, be := range backends {
 		if be.name == "etcd-cluster" && be.selected() {
