@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -362,7 +363,9 @@ func noise(msg string) bool {
 		"creating peer listener failed":
 		return true
 	}
-	return false
+	// A restarted single member that cannot campaign before it has applied
+	// its log campaigns again once it has (seen on a loaded host).
+	return strings.HasSuffix(msg, " since there are still pending configuration changes to apply")
 }
 
 func (q *quietCore) wrap(c zapcore.Core) zapcore.Core { return &quietFilter{c, q} }
