@@ -313,7 +313,6 @@ func memberMetrics(t *testing.T, endpoint string) map[string]float64 {
 func TestClusterLeaseLeaderChange(t *testing.T) {
 	const trials = 5
 	c := startCluster(t, 3)
-	w := clusterWorld(t, c)
 	// A holder with keep-alives every (TTL − margin)/3 and Lost at TTL − 1 s has its
 	// lease for at least 1 s after any moment it still held the lock.
 	const floor = time.Second
@@ -321,7 +320,9 @@ func TestClusterLeaseLeaderChange(t *testing.T) {
 	const scan = 500 * time.Millisecond
 
 	var baseline, changed []leaseResult
+	// A world per subtest: its helpers fail the subtest, not the parent.
 	t.Run("baseline", func(t *testing.T) {
+		w := clusterWorld(t, c)
 		// The trials run side by side on locks of their own: the kills
 		// fall at independent points of each holder's keep-alive cycle.
 		ps := make([]*leaseTrial, trials)
@@ -348,6 +349,7 @@ func TestClusterLeaseLeaderChange(t *testing.T) {
 	})
 
 	t.Run("leader-killed", func(t *testing.T) {
+		w := clusterWorld(t, c)
 		for i := range trials {
 			p := newLeaseTrial(t, w, fmt.Sprintf("lead%d", i))
 			p.waitHeld()
