@@ -16,8 +16,9 @@ import (
 )
 
 // Cluster is a multi-member etcd made of the installed etcd binary: one
-// real process per member, on loopback ports, tuned like StartSystem (10 ms
-// heartbeats, 100 ms elections, no fsync). Members can be killed and
+// real process per member, on loopback ports, with 50 ms heartbeats and
+// 500 ms elections (as deploy/local-cluster.sh; 10/100 ms made a loaded
+// 2-core host elect over and over, and leases lapse), no fsync. Members can be killed and
 // restarted to inject faults. Its methods are safe for concurrent use.
 type Cluster struct {
 	bin     string
@@ -95,7 +96,7 @@ func (c *Cluster) start(i int, state string) error {
 		"--listen-peer-urls", m.peer, "--initial-advertise-peer-urls", m.peer,
 		"--initial-cluster", c.initial, "--initial-cluster-state", state,
 		"--initial-cluster-token", "coord-test",
-		"--heartbeat-interval", "10", "--election-timeout", "100",
+		"--heartbeat-interval", "50", "--election-timeout", "500",
 		"--unsafe-no-fsync", "--log-level", "error")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
