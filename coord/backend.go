@@ -13,10 +13,11 @@ import (
 // the etcd backends satisfy it through a thin adapter that maps their
 // errors onto ours.
 type backend interface {
-	// lock acquires name. With wait it blocks until granted or ctx ends;
-	// without, it tries once and returns errBusy. record is stored with an
-	// exclusive lock for others to read.
-	lock(ctx context.Context, name string, shared, wait bool, record []byte) (held, error)
+	// lock acquires name in mode, blocking until granted or ctx ends.
+	// record is stored with an exclusive lock for others to read.
+	lock(ctx context.Context, name string, mode mode, record []byte) (held, error)
+	// tryLock is lock without waiting: errBusy if name is held.
+	tryLock(ctx context.Context, name string, mode mode, record []byte) (held, error)
 	// inspect reports on one lock without taking it.
 	inspect(ctx context.Context, name string) (Status, error)
 	// list reports on every lock the backend knows of.
@@ -52,6 +53,14 @@ var (
 	_ lockFiles   = fileBackend{}
 )
 
+// mode is how a lock is held.
+type mode int
+
+const (
+	exclusive mode = iota
+	shared         // any number of shared holders, no exclusive one
+)
+
 // errBusy is a backend's answer to a single try on a held lock.
 var errBusy = errors.New("busy")
 
@@ -65,8 +74,21 @@ type fileBackend struct{ l *filelock.Locker }
 
 func (b fileBackend) kind() string { return "file" }
 
-func (b fileBackend) lock(ctx context.Context, name string, shared, wait bool, record []byte) (held, error) {
-	k, err := b.l.Lock(ctx, name, shared, wait, record)
+func (b fileBackend) lock(ctx context.Context, name string, m mode, record []byte) (held, error) {
+	return fileLock(b.l.Lock, ctx, name, m, record)
+}
+
+func (b fileBackend) tryLock(ctx context.Context, name string, m mode, record []byte) (held, error) {
+	return fileLock(b.l.TryLock, ctx, name, m, record)
+}
+
+func fileLock(take func(context.Context, string, filelock.Mode, []byte) (*filelock.Lock, error),
+	ctx context.Context, name string, m mode, record []byte) (held, error) {
+	fm := filelock.Exclusive
+	if m == shared {
+		fm = filelock.Shared
+	}
+	k, err := take(ctx, name, fm, record)
 	if err != nil {
 		return nil, fileError(err)
 	}

@@ -86,9 +86,9 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 		defer cancel()
 		o.timeout = -1
 	}
-	l, err := c.m.grant(ctx, name, false, 0)
+	l, err := c.m.grant(ctx, name, exclusive, 0)
 	if errors.Is(err, errBusy) && o.timeout == 0 {
-		l, err = c.m.lock(ctx, name, false, 0) // for the holder in the error
+		l, err = c.m.lock(ctx, name, exclusive, 0) // for the holder in the error
 	} else if errors.Is(err, errBusy) {
 		// Someone downloads: wait for them to finish, together with
 		// everyone else who waits.
@@ -96,7 +96,7 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 			if Complete(dest) {
 				return d, nil
 			}
-			l, err = c.m.lock(ctx, name, false, o.timeout)
+			l, err = c.m.lock(ctx, name, exclusive, o.timeout)
 		}
 	}
 	var te *TimeoutError
@@ -135,10 +135,10 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 		l   *Lock
 		err error
 	}
-	shared := make(chan result, 1)
+	granted := make(chan result, 1)
 	go func() {
-		l, err := c.m.lock(wctx, name, true, timeout)
-		shared <- result{l, err}
+		l, err := c.m.lock(wctx, name, shared, timeout)
+		granted <- result{l, err}
 	}()
 	var done chan error
 	if dl, ok := c.m.b.(downloads); ok {
@@ -147,11 +147,11 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 	}
 	var r result
 	select {
-	case r = <-shared:
+	case r = <-granted:
 	case err := <-done:
 		done = nil      // received
 		if err != nil { // no record to wait for: the lock alone tells
-			r = <-shared
+			r = <-granted
 			break
 		}
 		// Done: return now and let the shared wait end in the background
@@ -159,7 +159,7 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 		// it would make the last of many waiters return late).
 		cancel()
 		c.m.background(func() {
-			if r := <-shared; r.l != nil {
+			if r := <-granted; r.l != nil {
 				r.l.Unlock()
 			}
 		})
@@ -374,7 +374,7 @@ func (d *Download) Commit() error {
 	d.m.crash("after-marker")
 	// The toolchain lock is per id: the short lock on dest orders commits
 	// of different ids into one dest.
-	dl, err := d.m.lock(context.Background(), "dest/"+d.dest, false, DefaultLockTimeout)
+	dl, err := d.m.lock(context.Background(), "dest/"+d.dest, exclusive, DefaultLockTimeout)
 	if err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}

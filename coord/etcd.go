@@ -150,9 +150,22 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 
 func (b etcdBackend) kind() string { return BackendEtcd }
 
-func (b etcdBackend) lock(ctx context.Context, name string, shared, wait bool, record []byte) (held, error) {
+func (b etcdBackend) lock(ctx context.Context, name string, m mode, record []byte) (held, error) {
+	return b.take(b.l.Lock, ctx, name, m, record)
+}
+
+func (b etcdBackend) tryLock(ctx context.Context, name string, m mode, record []byte) (held, error) {
+	return b.take(b.l.TryLock, ctx, name, m, record)
+}
+
+func (b etcdBackend) take(take func(context.Context, string, etcdlock.Mode, []byte) (*etcdlock.Lock, error),
+	ctx context.Context, name string, m mode, record []byte) (held, error) {
+	em := etcdlock.Exclusive
+	if m == shared {
+		em = etcdlock.Shared
+	}
 	start := time.Now()
-	k, err := b.l.Lock(ctx, name, shared, wait, withSince(record, start))
+	k, err := take(ctx, name, em, withSince(record, start))
 	if errors.Is(err, etcdlock.ErrSessionLost) {
 		// Lost before the lock was granted: etcd is gone, nothing ran.
 		return nil, fmt.Errorf("%w: etcd: %w", ErrBackendUnavailable, err)

@@ -207,7 +207,7 @@ func (m *Manager) gcRecords(ctx context.Context, b doneRecords, o GCOptions, r *
 		}
 		// Leftovers only while we hold the toolchain lock: no download of
 		// this id is in progress.
-		l, err := m.grant(ctx, ToolchainLockName(rec.id), false, 0)
+		l, err := m.grant(ctx, ToolchainLockName(rec.id), exclusive, 0)
 		if errors.Is(err, errBusy) {
 			continue
 		}

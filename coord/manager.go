@@ -224,7 +224,7 @@ type LockOption func(*lockOptions)
 type lockOptions struct {
 	timeout  time.Duration
 	explicit bool
-	shared   bool
+	mode     mode
 }
 
 // WithTimeout bounds the wait; 0 means try once and never wait. Without it,
@@ -235,7 +235,7 @@ func WithTimeout(d time.Duration) LockOption {
 
 // Shared asks for a shared lock: any number of shared holders at once, none
 // while an exclusive holder has it.
-func Shared() LockOption { return func(o *lockOptions) { o.shared = true } }
+func Shared() LockOption { return func(o *lockOptions) { o.mode = shared } }
 
 // RegistryLock takes the exclusive lock on the toolchain registry.
 // Default timeout 30s.
@@ -307,7 +307,7 @@ func (m *Manager) acquire(ctx context.Context, name string, def time.Duration, o
 	if err != nil {
 		return nil, err
 	}
-	return m.lock(ctx, name, o.shared, o.timeout)
+	return m.lock(ctx, name, o.mode, o.timeout)
 }
 
 // resolve applies opts over the kind's default timeout def. Without
@@ -329,9 +329,9 @@ func resolve(ctx context.Context, def time.Duration, opts []LockOption) (lockOpt
 
 // lock acquires name; timeout 0 tries once, < 0 waits until ctx ends. A
 // lock not granted in time is a *TimeoutError that names the holder.
-func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout time.Duration) (*Lock, error) {
+func (m *Manager) lock(ctx context.Context, name string, md mode, timeout time.Duration) (*Lock, error) {
 	start := time.Now()
-	l, err := m.grant(ctx, name, shared, timeout)
+	l, err := m.grant(ctx, name, md, timeout)
 	if errors.Is(err, errBusy) || errors.Is(err, context.DeadlineExceeded) {
 		waited := time.Since(start)
 		if timeout == 0 {
@@ -345,7 +345,7 @@ func (m *Manager) lock(ctx context.Context, name string, shared bool, timeout ti
 
 // grant is lock without the *TimeoutError: a lock held on a single try is
 // errBusy, a wait that timed out context.DeadlineExceeded.
-func (m *Manager) grant(ctx context.Context, name string, shared bool, timeout time.Duration) (*Lock, error) {
+func (m *Manager) grant(ctx context.Context, name string, md mode, timeout time.Duration) (*Lock, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
@@ -364,12 +364,16 @@ func (m *Manager) grant(ctx context.Context, name string, shared bool, timeout t
 		wctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	h, err := m.b.lock(wctx, name, shared, timeout != 0, m.rec)
+	take := m.b.lock
+	if timeout == 0 {
+		take = m.b.tryLock
+	}
+	h, err := take(wctx, name, md, m.rec)
 	if err != nil {
 		return nil, fmt.Errorf("lock %q: %w", name, err)
 	}
 	self := m.self
-	self.Since, self.Token, self.Backend, self.Shared = time.Now(), h.Token(), m.b.kind(), shared
+	self.Since, self.Token, self.Backend, self.Shared = time.Now(), h.Token(), m.b.kind(), md == shared
 	return &Lock{m: m, name: name, h: h, self: self}, nil
 }
 

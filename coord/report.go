@@ -23,9 +23,15 @@ type etcdReport struct{ in *etcdlock.Inspector }
 
 func (b etcdReport) kind() string { return BackendEtcd }
 
-func (b etcdReport) lock(context.Context, string, bool, bool, []byte) (held, error) {
-	return nil, fmt.Errorf("%w: this Manager only reports (ReportOnly)", errors.ErrUnsupported)
+func (b etcdReport) lock(context.Context, string, mode, []byte) (held, error) {
+	return nil, errReportOnly
 }
+
+func (b etcdReport) tryLock(context.Context, string, mode, []byte) (held, error) {
+	return nil, errReportOnly
+}
+
+var errReportOnly = fmt.Errorf("%w: this Manager only reports (ReportOnly)", errors.ErrUnsupported)
 
 func (b etcdReport) inspect(ctx context.Context, name string) (Status, error) {
 	return etcdInspect(ctx, b.in, name)

@@ -65,7 +65,7 @@ func BenchmarkEtcdUncontended_Locker(b *testing.B) {
 	defer l.Close()
 	ctx := context.Background()
 	for b.Loop() {
-		k, err := l.Lock(ctx, "x", false, true, []byte(`{"host":"bench","pid":1}`))
+		k, err := l.Lock(ctx, "x", etcdlock.Exclusive, []byte(`{"host":"bench","pid":1}`))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -130,7 +130,7 @@ func BenchmarkEtcdHandoff_Locker(b *testing.B) {
 		if i++; i%2 == 0 {
 			l = l2
 		}
-		k, err := l.Lock(context.Background(), "x", false, true, nil)
+		k, err := l.Lock(context.Background(), "x", etcdlock.Exclusive, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -170,7 +170,7 @@ func acquirer(tb testing.TB, mode, endpoint, prefix string) func() func() {
 		}
 		tb.Cleanup(func() { l.Close() })
 		return func() func() {
-			k, err := l.Lock(ctx, "x", false, true, []byte(`{"host":"bench","pid":2}`))
+			k, err := l.Lock(ctx, "x", etcdlock.Exclusive, []byte(`{"host":"bench","pid":2}`))
 			if err != nil {
 				tb.Fatal(err)
 			}
@@ -307,7 +307,7 @@ func BenchmarkEtcdThroughput_Locker(b *testing.B) {
 		b.Cleanup(func() { l.Close() })
 		name := fmt.Sprintf("x%d", i)
 		return func() {
-			k, err := l.Lock(ctx, name, false, true, []byte(`{"host":"bench","pid":1}`))
+			k, err := l.Lock(ctx, name, etcdlock.Exclusive, []byte(`{"host":"bench","pid":1}`))
 			if err != nil {
 				b.Error(err)
 				return

@@ -27,7 +27,7 @@ import (
 )
 
 var (
-	// ErrBusy is returned by a Lock that may not wait when the lock is held.
+	// ErrBusy is returned by TryLock when the lock is held.
 	ErrBusy = errors.New("lock is held by another holder")
 	// ErrSessionLost means the Locker's lease may have expired on the
 	// server: every lock it held may have been granted to someone else.
@@ -773,18 +773,43 @@ const sharedSuffix = ".s"
 
 func isShared(key []byte) bool { return strings.HasSuffix(string(key), sharedSuffix) }
 
-// Lock acquires the lock name: exclusive (the oldest key under the lock's
-// prefix holds it) or shared (held while no older key is exclusive). With
-// wait it queues and watches only the key it waits for; without, it tries
-// once and returns ErrBusy. value is stored as the key's value (the holder
-// record).
+// Mode is how a lock is held.
+type Mode int
+
+const (
+	// Exclusive: the oldest key under the lock's prefix holds it.
+	Exclusive Mode = iota
+	// Shared: held while no older key is exclusive.
+	Shared
+)
+
+func (m Mode) String() string {
+	if m == Shared {
+		return "shared"
+	}
+	return "exclusive"
+}
+
+// Lock acquires the lock name in mode. It queues and watches only the key
+// it waits for. value is stored as the key's value (the holder record).
 //
 // If ctx ends, the session is lost (ErrSessionLost) or the Locker closes
 // while it waits, Lock deletes its waiter key, waiting at most about two
 // seconds for etcd (a key it cannot delete is deleted by the keep-alive
 // loop as soon as etcd answers again), and returns the reason. On any
 // error it holds nothing.
-func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, value []byte) (*Lock, error) {
+func (l *Locker) Lock(ctx context.Context, name string, mode Mode, value []byte) (*Lock, error) {
+	return l.lock(ctx, name, mode, value, true)
+}
+
+// TryLock is Lock without waiting: it queues, and if the lock is held in a
+// conflicting mode it takes its key back and returns ErrBusy.
+func (l *Locker) TryLock(ctx context.Context, name string, mode Mode, value []byte) (*Lock, error) {
+	return l.lock(ctx, name, mode, value, false)
+}
+
+func (l *Locker) lock(ctx context.Context, name string, mode Mode, value []byte, wait bool) (*Lock, error) {
+	shared := mode == Shared
 	select {
 	case <-l.closed:
 		return nil, ErrClosed

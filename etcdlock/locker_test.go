@@ -85,11 +85,11 @@ func rawClient(t *testing.T, cfg etcdlock.Config) *clientv3.Client {
 	return c
 }
 
-func mustLock(t *testing.T, l *etcdlock.Locker, name string, shared bool) *etcdlock.Lock {
+func mustLock(t *testing.T, l *etcdlock.Locker, name string, mode etcdlock.Mode) *etcdlock.Lock {
 	t.Helper()
-	k, err := l.Lock(context.Background(), name, shared, false, []byte(`{"pid":1}`))
+	k, err := l.TryLock(context.Background(), name, mode, []byte(`{"pid":1}`))
 	if err != nil {
-		t.Fatalf("Lock(%q, shared=%v): %v", name, shared, err)
+		t.Fatalf("TryLock(%q, %v): %v", name, mode, err)
 	}
 	return k
 }
@@ -97,13 +97,13 @@ func mustLock(t *testing.T, l *etcdlock.Locker, name string, shared bool) *etcdl
 func TestExclusive(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		a, b := newLocker(t, cfg), newLocker(t, cfg)
-		held := mustLock(t, a, "x", false)
-		if _, err := b.Lock(context.Background(), "x", false, false, nil); !errors.Is(err, etcdlock.ErrBusy) {
+		held := mustLock(t, a, "x", etcdlock.Exclusive)
+		if _, err := b.TryLock(context.Background(), "x", etcdlock.Exclusive, nil); !errors.Is(err, etcdlock.ErrBusy) {
 			t.Fatalf("try while held = %v; want ErrBusy", err)
 		}
 		got := make(chan *etcdlock.Lock)
 		go func() {
-			k, err := b.Lock(context.Background(), "x", false, true, []byte(`{"pid":2}`))
+			k, err := b.Lock(context.Background(), "x", etcdlock.Exclusive, []byte(`{"pid":2}`))
 			if err != nil {
 				t.Error(err)
 			}
@@ -150,8 +150,8 @@ func waitWaiters(t *testing.T, l *etcdlock.Locker, name string, n int) {
 func TestShared(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		a, b, c := newLocker(t, cfg), newLocker(t, cfg), newLocker(t, cfg)
-		s1, s2 := mustLock(t, a, "s", true), mustLock(t, b, "s", true)
-		if _, err := c.Lock(context.Background(), "s", false, false, nil); !errors.Is(err, etcdlock.ErrBusy) {
+		s1, s2 := mustLock(t, a, "s", etcdlock.Shared), mustLock(t, b, "s", etcdlock.Shared)
+		if _, err := c.TryLock(context.Background(), "s", etcdlock.Exclusive, nil); !errors.Is(err, etcdlock.ErrBusy) {
 			t.Fatalf("exclusive while shared = %v; want ErrBusy", err)
 		}
 		info, _ := c.Inspect(context.Background(), "s")
@@ -160,7 +160,7 @@ func TestShared(t *testing.T) {
 		}
 		got := make(chan error)
 		go func() {
-			k, err := c.Lock(context.Background(), "s", false, true, nil)
+			k, err := c.Lock(context.Background(), "s", etcdlock.Exclusive, nil)
 			if err == nil {
 				k.Unlock()
 			}
@@ -168,7 +168,7 @@ func TestShared(t *testing.T) {
 		}()
 		waitWaiters(t, c, "s", 1)
 		// A reader arriving after a queued writer waits for it.
-		if _, err := a.Lock(context.Background(), "s", true, false, nil); !errors.Is(err, etcdlock.ErrBusy) {
+		if _, err := a.TryLock(context.Background(), "s", etcdlock.Shared, nil); !errors.Is(err, etcdlock.ErrBusy) {
 			t.Fatalf("shared behind a queued exclusive = %v; want ErrBusy", err)
 		}
 		s1.Unlock()
@@ -193,7 +193,7 @@ func TestConcurrentLocksOfOneLocker(t *testing.T) {
 		for range 4 {
 			go func() {
 				for range 5 {
-					k, err := l.Lock(context.Background(), "same", false, true, nil)
+					k, err := l.Lock(context.Background(), "same", etcdlock.Exclusive, nil)
 					if err != nil {
 						t.Error(err)
 						done <- false
@@ -232,11 +232,11 @@ func maxInt(a, b int) int {
 func TestCancelRemovesWaiterKey(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		a, b := newLocker(t, cfg), newLocker(t, cfg)
-		held := mustLock(t, a, "c", false)
+		held := mustLock(t, a, "c", etcdlock.Exclusive)
 		defer held.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		if _, err := b.Lock(ctx, "c", false, true, nil); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := b.Lock(ctx, "c", etcdlock.Exclusive, nil); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Lock = %v; want DeadlineExceeded", err)
 		}
 		if info, _ := a.Inspect(context.Background(), "c"); info.Waiters != 0 {
@@ -252,7 +252,7 @@ func TestUnlockDeletesOnlyItsOwnKey(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		l := newLocker(t, cfg)
 		c := rawClient(t, cfg)
-		early := mustLock(t, l, "early", false)
+		early := mustLock(t, l, "early", etcdlock.Exclusive)
 		lost := early.Lost()
 		time.Sleep(50 * time.Millisecond) // the watch is in place
 		c.Delete(context.Background(), early.Key())
@@ -261,7 +261,7 @@ func TestUnlockDeletesOnlyItsOwnKey(t *testing.T) {
 		case <-time.After(2 * time.Second):
 			t.Fatal("Lost not closed 2s after the key was deleted")
 		}
-		k := mustLock(t, l, "own", false)
+		k := mustLock(t, l, "own", etcdlock.Exclusive)
 		c.Delete(context.Background(), k.Key())
 		select {
 		case <-k.Lost():
@@ -283,11 +283,11 @@ func TestUnlockDeletesOnlyItsOwnKey(t *testing.T) {
 func TestLeaseGone(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		a, b := newLocker(t, cfg), newLocker(t, cfg)
-		held := mustLock(t, a, "lease", false)
+		held := mustLock(t, a, "lease", etcdlock.Exclusive)
 		defer held.Unlock()
 		errc := make(chan error)
 		go func() {
-			_, err := b.Lock(context.Background(), "lease", false, true, nil)
+			_, err := b.Lock(context.Background(), "lease", etcdlock.Exclusive, nil)
 			errc <- err
 		}()
 		waitWaiters(t, a, "lease", 1)
@@ -324,7 +324,7 @@ func TestLeaseGone(t *testing.T) {
 func TestDone(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		a, b := newLocker(t, cfg), newLocker(t, cfg)
-		k := mustLock(t, a, "toolchain/x", false)
+		k := mustLock(t, a, "toolchain/x", etcdlock.Exclusive)
 		errc := make(chan error)
 		go func() { errc <- b.WaitDone(context.Background(), "x") }()
 		time.Sleep(50 * time.Millisecond)
@@ -364,11 +364,11 @@ func TestCancelWithEtcdStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held := mustLock(t, a, "down", false)
+	held := mustLock(t, a, "down", etcdlock.Exclusive)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error)
 	go func() {
-		_, err := b.Lock(ctx, "down", false, true, nil)
+		_, err := b.Lock(ctx, "down", etcdlock.Exclusive, nil)
 		errc <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
@@ -397,7 +397,7 @@ func TestCancelWithEtcdStopped(t *testing.T) {
 func TestTimeoutsLeaveNoKeys(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		holder := newLocker(t, cfg)
-		held := mustLock(t, holder, "stray", false)
+		held := mustLock(t, holder, "stray", etcdlock.Exclusive)
 		l := newLocker(t, cfg)
 		done := make(chan struct{})
 		for i := range 24 {
@@ -405,7 +405,11 @@ func TestTimeoutsLeaveNoKeys(t *testing.T) {
 				defer func() { done <- struct{}{} }()
 				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+i*40/24)*time.Millisecond)
 				defer cancel()
-				if k, err := l.Lock(ctx, "stray", i%3 == 0, true, nil); err == nil {
+				mode := etcdlock.Exclusive
+				if i%3 == 0 {
+					mode = etcdlock.Shared
+				}
+				if k, err := l.Lock(ctx, "stray", mode, nil); err == nil {
 					t.Errorf("granted while held")
 					k.Unlock()
 				}
@@ -419,7 +423,7 @@ func TestTimeoutsLeaveNoKeys(t *testing.T) {
 			t.Fatalf("after 24 timed-out waits: %+v, %v; want the holder alone", info, err)
 		}
 		held.Unlock()
-		if _, err := l.Lock(context.Background(), "stray", false, false, nil); err != nil {
+		if _, err := l.TryLock(context.Background(), "stray", etcdlock.Exclusive, nil); err != nil {
 			t.Fatalf("lock after the holder let go: %v", err)
 		}
 	})
@@ -438,7 +442,7 @@ func TestLostWhenEtcdStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	k := mustLock(t, l, "gone", false)
+	k := mustLock(t, l, "gone", etcdlock.Exclusive)
 	stopped := time.Now()
 	s.Stop()
 	select {
@@ -448,7 +452,7 @@ func TestLostWhenEtcdStops(t *testing.T) {
 		t.Fatal("Lost still open 2s (the TTL) after etcd stopped")
 	}
 	start := time.Now()
-	if _, err := l.Lock(context.Background(), "other", false, false, nil); err == nil {
+	if _, err := l.TryLock(context.Background(), "other", etcdlock.Exclusive, nil); err == nil {
 		t.Fatal("Lock succeeded with etcd stopped")
 	}
 	if d := time.Since(start); d > 3*time.Second {
@@ -470,7 +474,7 @@ func TestKeepAliveSurvivesBlip(t *testing.T) {
 		}
 		t.Cleanup(func() { px.Close() })
 		l := newLocker(t, etcdlock.Config{Endpoints: []string{px.Endpoint()}, Prefix: fmt.Sprintf("/test/%s/%d", t.Name(), i), TTL: 2 * time.Second})
-		k := mustLock(t, l, "blip", false)
+		k := mustLock(t, l, "blip", etcdlock.Exclusive)
 		go func() {
 			time.Sleep(time.Duration(rand.Int64N(int64(time.Second))))
 			px.Cut()
@@ -521,7 +525,7 @@ func TestNewDuringElection(t *testing.T) {
 	start := time.Now()
 	errc := make(chan error, 4)
 	go func() {
-		k, err := pre.Lock(context.Background(), "x", false, false, nil)
+		k, err := pre.TryLock(context.Background(), "x", etcdlock.Exclusive, nil)
 		if err == nil {
 			err = k.Unlock()
 		}
@@ -557,7 +561,7 @@ func TestDeleteDone(t *testing.T) {
 	each(t, func(t *testing.T, cfg etcdlock.Config) {
 		ctx := context.Background()
 		l := newLocker(t, cfg)
-		k := mustLock(t, l, "toolchain/a/b", false)
+		k := mustLock(t, l, "toolchain/a/b", etcdlock.Exclusive)
 		defer k.Unlock()
 		if err := l.MarkDone(ctx, k, "a/b", []byte("v1")); err != nil {
 			t.Fatal(err)

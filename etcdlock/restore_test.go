@@ -57,7 +57,7 @@ func restoreTrial(t *testing.T, leaseOlder, watched bool) {
 	// among the revisions the restored etcd hands out again.
 	filler := newLocker(t, cfg)
 	for range 5 {
-		mustLock(t, filler, "filler", false).Unlock()
+		mustLock(t, filler, "filler", etcdlock.Exclusive).Unlock()
 	}
 	var holder *etcdlock.Locker
 	if leaseOlder {
@@ -70,7 +70,7 @@ func restoreTrial(t *testing.T, leaseOlder, watched bool) {
 	if !leaseOlder {
 		holder = newLocker(t, cfg)
 	}
-	held := mustLock(t, holder, "r", false)
+	held := mustLock(t, holder, "r", etcdlock.Exclusive)
 	var lost <-chan struct{}
 	if watched {
 		lost = held.Lost()
@@ -103,7 +103,7 @@ func restoreTrial(t *testing.T, leaseOlder, watched bool) {
 				continue
 			}
 			defer l.Close()
-			k, err := l.Lock(nctx, "r", false, true, nil)
+			k, err := l.Lock(nctx, "r", etcdlock.Exclusive, nil)
 			if err != nil {
 				granted <- grant{err: err}
 				return
@@ -150,7 +150,7 @@ func restoreTrial(t *testing.T, leaseOlder, watched bool) {
 	// The holder's Locker hands out no token it saw: it refuses (the
 	// store went back below what it saw), or grants a newer one (the
 	// store had risen past it again, and only the key was missing).
-	k, err := holder.Lock(ctx, "other", false, false, nil)
+	k, err := holder.TryLock(ctx, "other", etcdlock.Exclusive, nil)
 	switch {
 	case errors.Is(err, etcdlock.ErrSessionLost):
 		t.Logf("the holder's Locker refuses new locks: its session is lost")

@@ -71,7 +71,7 @@ func BenchmarkUncontended_Locker(b *testing.B) {
 	defer l.Close()
 	ctx := context.Background()
 	for b.Loop() {
-		k, err := l.Lock(ctx, "bench", false, true, benchRecord)
+		k, err := l.Lock(ctx, "bench", filelock.Exclusive, benchRecord)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -130,7 +130,7 @@ func BenchmarkHandoff_Locker(b *testing.B) {
 		if i++; i%2 == 0 {
 			l = c
 		}
-		k, err := l.Lock(context.Background(), "bench", false, true, benchRecord)
+		k, err := l.Lock(context.Background(), "bench", filelock.Exclusive, benchRecord)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -192,7 +192,7 @@ func acquirer(tb testing.TB, mode, path string) func() func() {
 		}
 		tb.Cleanup(func() { l.Close() })
 		return func() func() {
-			k, err := l.Lock(context.Background(), "bench", false, true, benchRecord)
+			k, err := l.Lock(context.Background(), "bench", filelock.Exclusive, benchRecord)
 			if err != nil {
 				tb.Fatal(err)
 			}

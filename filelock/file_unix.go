@@ -129,18 +129,24 @@ func (f *file) modTime() (time.Time, error) {
 	return time.Unix(st.Mtim.Unix()), nil
 }
 
-// lock takes the lock; without block it returns false at once if the lock
-// is held in a conflicting mode.
-func (f *file) lock(shared, block bool) (bool, error) {
+// lock takes the lock in mode, blocking while it is held in a conflicting
+// mode.
+func (f *file) lock(mode Mode) error {
+	_, err := f.flock(mode, 0)
+	return err
+}
+
+// tryLock takes the lock in mode, or returns false at once if it is held in
+// a conflicting mode.
+func (f *file) tryLock(mode Mode) (bool, error) { return f.flock(mode, unix.LOCK_NB) }
+
+func (f *file) flock(mode Mode, flags int) (bool, error) {
 	how := unix.LOCK_EX
-	if shared {
+	if mode == Shared {
 		how = unix.LOCK_SH
 	}
-	if !block {
-		how |= unix.LOCK_NB
-	}
 	for {
-		err := unix.Flock(f.fd, how)
+		err := unix.Flock(f.fd, how|flags)
 		switch {
 		case err == nil:
 			return true, nil

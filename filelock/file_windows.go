@@ -88,13 +88,22 @@ func (f *file) modTime() (time.Time, error) {
 	return fi.ModTime(), nil
 }
 
-func (f *file) lock(shared, block bool) (bool, error) {
-	var flags uint32
-	if !shared {
+// lock takes the lock in mode, blocking while it is held in a conflicting
+// mode.
+func (f *file) lock(mode Mode) error {
+	_, err := f.lockEx(mode, 0)
+	return err
+}
+
+// tryLock takes the lock in mode, or returns false at once if it is held in
+// a conflicting mode.
+func (f *file) tryLock(mode Mode) (bool, error) {
+	return f.lockEx(mode, windows.LOCKFILE_FAIL_IMMEDIATELY)
+}
+
+func (f *file) lockEx(mode Mode, flags uint32) (bool, error) {
+	if mode == Exclusive {
 		flags |= windows.LOCKFILE_EXCLUSIVE_LOCK
-	}
-	if !block {
-		flags |= windows.LOCKFILE_FAIL_IMMEDIATELY
 	}
 	err := windows.LockFileEx(windows.Handle(f.f.Fd()), flags, 0, 1, 0, &windows.Overlapped{})
 	switch {

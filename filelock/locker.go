@@ -14,7 +14,7 @@ import (
 )
 
 var (
-	// ErrBusy is returned by a Lock that may not wait when the lock is held.
+	// ErrBusy is returned by TryLock when the lock is held.
 	ErrBusy = errors.New("lock is held by another holder")
 	// ErrInvalidName is returned for names no lock file can stand for.
 	ErrInvalidName = errors.New("invalid lock name")
@@ -25,6 +25,23 @@ var (
 	// opened for writing.
 	ErrUnsafeFile = errors.New("unsafe lock file")
 )
+
+// Mode is how a lock is held.
+type Mode int
+
+const (
+	// Exclusive: one holder, who gets a fencing token and writes a record.
+	Exclusive Mode = iota
+	// Shared: any number of shared holders, and no exclusive one.
+	Shared
+)
+
+func (m Mode) String() string {
+	if m == Shared {
+		return "shared"
+	}
+	return "exclusive"
+}
 
 // maxIdle bounds the lock files a Locker keeps open between acquisitions.
 const maxIdle = 64
@@ -183,10 +200,9 @@ func (l *Locker) stillAt(fname string, f *file) bool {
 	return l.dir != nil && l.dir.stillAt(fname, f)
 }
 
-// Lock acquires the lock name, exclusive or shared. With wait it blocks
-// until the lock is granted or ctx ends; the kernel wakes it when the holder
-// lets go, there is no polling. Without wait it tries once and returns
-// ErrBusy if the lock is held.
+// Lock acquires the lock name in mode, blocking until the lock is granted
+// or ctx ends; the kernel wakes it when the holder lets go, there is no
+// polling.
 //
 // If ctx ends first, Lock returns ctx.Err() and holds nothing. Its request
 // may stay queued in the kernel until the lock is next released: it is then
@@ -197,7 +213,17 @@ func (l *Locker) stillAt(fname string, f *file) bool {
 // An exclusive holder gets the next fencing token and writes record (at most
 // MaxRecordLen bytes) where Inspect can read it. A shared holder gets the
 // last token handed out and writes nothing.
-func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, record []byte) (*Lock, error) {
+func (l *Locker) Lock(ctx context.Context, name string, mode Mode, record []byte) (*Lock, error) {
+	return l.lock(ctx, name, mode, record, true)
+}
+
+// TryLock is Lock without waiting: it tries once and returns ErrBusy if the
+// lock is held in a conflicting mode.
+func (l *Locker) TryLock(ctx context.Context, name string, mode Mode, record []byte) (*Lock, error) {
+	return l.lock(ctx, name, mode, record, false)
+}
+
+func (l *Locker) lock(ctx context.Context, name string, mode Mode, record []byte, wait bool) (*Lock, error) {
 	fname, err := FileName(name)
 	if err != nil {
 		return nil, err
@@ -216,7 +242,7 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 		if err != nil {
 			return nil, err
 		}
-		ok, err := f.lock(shared, false)
+		ok, err := f.tryLock(mode)
 		if err != nil {
 			f.close()
 			return nil, err
@@ -226,13 +252,13 @@ func (l *Locker) Lock(ctx context.Context, name string, shared, wait bool, recor
 				l.put(fname, f)
 				return nil, ErrBusy
 			}
-			if f, err = l.wait(ctx, waitKey{fname, shared}, f); err != nil {
+			if f, err = l.wait(ctx, waitKey{fname, mode}, f); err != nil {
 				return nil, err
 			}
 		}
 		// Watched before the check, so that a deletion after the check
 		// reaches the watcher with this lock among those it looks at.
-		k := &Lock{l: l, f: f, fname: fname, shared: shared, idx: -1}
+		k := &Lock{l: l, f: f, fname: fname, mode: mode, idx: -1}
 		l.hold(k)
 		if !l.stillAt(fname, f) {
 			// The file was removed or replaced behind our back (Prune, rm):
@@ -278,7 +304,7 @@ func (k *Lock) acquired(name string, record []byte) error {
 	h, _ := decodeHeader(b[:n])
 	k.since = time.Now()
 	clock := uint64(max(k.since.UnixMicro(), 1))
-	if k.shared {
+	if k.mode == Shared {
 		// At least the last token handed out, below the next one.
 		k.token = max(h.token, clock-1)
 		return nil
@@ -326,8 +352,8 @@ func (l *Locker) put(fname string, f *file) {
 }
 
 type waitKey struct {
-	fname  string
-	shared bool
+	fname string
+	mode  Mode
 }
 
 // waiter is one blocking flock call in its own goroutine.
@@ -390,7 +416,7 @@ func (l *Locker) wait(ctx context.Context, key waitKey, f *file) (_ *file, err e
 }
 
 func (l *Locker) block(key waitKey, w *waiter) {
-	_, err := w.f.lock(key.shared, true)
+	err := w.f.lock(key.mode)
 	l.mu.Lock()
 	if !w.abandoned {
 		w.err = err
@@ -412,13 +438,13 @@ func (l *Locker) block(key waitKey, w *waiter) {
 
 // Lock is a held file lock.
 type Lock struct {
-	l      *Locker
-	f      *file
-	fname  string
-	shared bool
-	token  uint64
-	since  time.Time
-	idx    int // in Locker.held, -1 if not there
+	l     *Locker
+	f     *file
+	fname string
+	mode  Mode
+	token uint64
+	since time.Time
+	idx   int // in Locker.held, -1 if not there
 
 	mu       sync.Mutex
 	released bool
@@ -479,7 +505,7 @@ func (k *Lock) Update(record []byte) error {
 	if k.released {
 		return ErrClosed
 	}
-	if k.shared {
+	if k.mode == Shared {
 		return nil
 	}
 	return k.write(record)
@@ -626,12 +652,12 @@ func (l *Locker) inspect(fname string, table lockTable) (Info, error) {
 // probe finds out whether f is held by trying it, shared then exclusive,
 // without waiting. It holds what it gets for a few microseconds.
 func probe(f *file) (held, shared bool, err error) {
-	ok, err := f.lock(true, false)
+	ok, err := f.tryLock(Shared)
 	if err != nil || !ok {
 		return !ok, false, err
 	}
 	f.unlock()
-	ok, err = f.lock(false, false)
+	ok, err = f.tryLock(Exclusive)
 	if err != nil {
 		return false, false, err
 	}

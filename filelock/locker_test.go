@@ -27,11 +27,11 @@ func newLocker(t *testing.T, dir string) *filelock.Locker {
 	return l
 }
 
-func lock(t *testing.T, l *filelock.Locker, name string, shared bool) *filelock.Lock {
+func lock(t *testing.T, l *filelock.Locker, name string, mode filelock.Mode) *filelock.Lock {
 	t.Helper()
-	k, err := l.Lock(context.Background(), name, shared, false, []byte(`{"pid":1}`))
+	k, err := l.TryLock(context.Background(), name, mode, []byte(`{"pid":1}`))
 	if err != nil {
-		t.Fatalf("Lock(%q, shared=%v): %v", name, shared, err)
+		t.Fatalf("TryLock(%q, %v): %v", name, mode, err)
 	}
 	return k
 }
@@ -40,20 +40,20 @@ func TestExclusiveBlocksUntilUnlock(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	dir := t.TempDir()
 	a, b := newLocker(t, dir), newLocker(t, dir) // two Lockers behave as two processes
-	held := lock(t, a, "x", false)
+	held := lock(t, a, "x", filelock.Exclusive)
 
-	if _, err := b.Lock(context.Background(), "x", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+	if _, err := b.TryLock(context.Background(), "x", filelock.Exclusive, nil); !errors.Is(err, filelock.ErrBusy) {
 		t.Fatalf("try while held = %v; want ErrBusy", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := b.Lock(ctx, "x", false, true, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := b.Lock(ctx, "x", filelock.Exclusive, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait while held = %v; want DeadlineExceeded", err)
 	}
 
 	got := make(chan time.Time, 1)
 	go func() {
-		k, err := b.Lock(context.Background(), "x", false, true, nil)
+		k, err := b.Lock(context.Background(), "x", filelock.Exclusive, nil)
 		if err != nil {
 			t.Error(err)
 			close(got)
@@ -88,12 +88,12 @@ func TestCancelledWaitsLeaveNothingHeld(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	dir := t.TempDir()
 	a, b := newLocker(t, dir), newLocker(t, dir)
-	held := lock(t, a, "x", false)
+	held := lock(t, a, "x", filelock.Exclusive)
 
 	before := runtime.NumGoroutine()
 	for range 50 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-		if _, err := b.Lock(ctx, "x", false, true, nil); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := b.Lock(ctx, "x", filelock.Exclusive, nil); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Lock = %v; want DeadlineExceeded", err)
 		}
 		cancel()
@@ -108,7 +108,7 @@ func TestCancelledWaitsLeaveNothingHeld(t *testing.T) {
 	c := newLocker(t, dir)
 	deadline := time.Now().Add(time.Second)
 	for {
-		k, err := c.Lock(context.Background(), "x", false, false, nil)
+		k, err := c.TryLock(context.Background(), "x", filelock.Exclusive, nil)
 		if err == nil {
 			k.Unlock()
 			break
@@ -137,7 +137,7 @@ func TestTokensIncreaseAcrossLockers(t *testing.T) {
 			t.Fatal(err)
 		}
 		shared := i%3 == 2
-		k := lock(t, l, "tok", shared)
+		k := lock(t, l, "tok", modeOf(shared))
 		switch {
 		case shared && k.Token() < lastExcl:
 			t.Errorf("shared token %d; want at least the last exclusive token %d", k.Token(), lastExcl)
@@ -158,8 +158,8 @@ func TestTokensIncreaseAcrossLockers(t *testing.T) {
 func TestSharedLocks(t *testing.T) {
 	dir := t.TempDir()
 	a, b, c := newLocker(t, dir), newLocker(t, dir), newLocker(t, dir)
-	s1, s2 := lock(t, a, "s", true), lock(t, b, "s", true)
-	if _, err := c.Lock(context.Background(), "s", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+	s1, s2 := lock(t, a, "s", filelock.Shared), lock(t, b, "s", filelock.Shared)
+	if _, err := c.TryLock(context.Background(), "s", filelock.Exclusive, nil); !errors.Is(err, filelock.ErrBusy) {
 		t.Fatalf("exclusive while shared held = %v; want ErrBusy", err)
 	}
 	info, err := c.Inspect("s")
@@ -170,11 +170,11 @@ func TestSharedLocks(t *testing.T) {
 		t.Errorf("holders %v; want 2 entries", info.Holders)
 	}
 	s1.Unlock()
-	if _, err := c.Lock(context.Background(), "s", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+	if _, err := c.TryLock(context.Background(), "s", filelock.Exclusive, nil); !errors.Is(err, filelock.ErrBusy) {
 		t.Fatalf("exclusive with one shared holder left = %v; want ErrBusy", err)
 	}
 	s2.Unlock()
-	lock(t, c, "s", false).Unlock()
+	lock(t, c, "s", filelock.Exclusive).Unlock()
 }
 
 func TestInspectRecord(t *testing.T) {
@@ -186,7 +186,7 @@ func TestInspectRecord(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "r.lock")); !os.IsNotExist(err) {
 		t.Fatalf("Inspect created the lock file: %v", err)
 	}
-	k, err := a.Lock(context.Background(), "r", false, false, []byte(`{"pid":42}`))
+	k, err := a.TryLock(context.Background(), "r", filelock.Exclusive, []byte(`{"pid":42}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestInspectRecord(t *testing.T) {
 func TestCorruptRecordIsTolerated(t *testing.T) {
 	dir := t.TempDir()
 	a, b := newLocker(t, dir), newLocker(t, dir)
-	k := lock(t, a, "c", false)
+	k := lock(t, a, "c", filelock.Exclusive)
 	defer k.Unlock()
 	f, err := os.OpenFile(filepath.Join(dir, "c.lock"), os.O_WRONLY, 0)
 	if err != nil {
@@ -237,14 +237,14 @@ func TestPlantedLinksAreRefused(t *testing.T) {
 	l := newLocker(t, dir)
 	fname, _ := filelock.FileName("sym")
 	os.Symlink(victim, filepath.Join(dir, fname))
-	if _, err := l.Lock(context.Background(), "sym", false, false, []byte(`{}`)); err == nil {
+	if _, err := l.TryLock(context.Background(), "sym", filelock.Exclusive, []byte(`{}`)); err == nil {
 		t.Fatal("Lock through a planted symlink succeeded")
 	}
 	fname, _ = filelock.FileName("hard")
 	if err := os.Link(victim, filepath.Join(dir, fname)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Lock(context.Background(), "hard", false, false, []byte(`{}`)); err == nil {
+	if _, err := l.TryLock(context.Background(), "hard", filelock.Exclusive, []byte(`{}`)); err == nil {
 		t.Fatal("Lock through a planted hard link succeeded")
 	}
 	if b, _ := os.ReadFile(victim); string(b) != "precious" {
@@ -257,14 +257,14 @@ func TestPlantedLinksAreRefused(t *testing.T) {
 func TestReplacedLockFileIsNotTrusted(t *testing.T) {
 	dir := t.TempDir()
 	a, b := newLocker(t, dir), newLocker(t, dir)
-	k := lock(t, a, "rm", false)
+	k := lock(t, a, "rm", filelock.Exclusive)
 	k.Unlock() // a now caches an open descriptor of rm.lock
 	if err := os.Remove(filepath.Join(dir, "rm.lock")); err != nil {
 		t.Fatal(err)
 	}
-	kb := lock(t, b, "rm", false) // creates and holds a new rm.lock
+	kb := lock(t, b, "rm", filelock.Exclusive) // creates and holds a new rm.lock
 	defer kb.Unlock()
-	if _, err := a.Lock(context.Background(), "rm", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+	if _, err := a.TryLock(context.Background(), "rm", filelock.Exclusive, nil); !errors.Is(err, filelock.ErrBusy) {
 		t.Fatalf("Lock on a stale descriptor = %v; want ErrBusy (the new file is held)", err)
 	}
 }
@@ -286,7 +286,7 @@ func TestClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	if _, err := l.Lock(context.Background(), "x", false, false, nil); !errors.Is(err, filelock.ErrClosed) {
+	if _, err := l.TryLock(context.Background(), "x", filelock.Exclusive, nil); !errors.Is(err, filelock.ErrClosed) {
 		t.Fatalf("Lock after Close = %v; want ErrClosed", err)
 	}
 }
@@ -295,7 +295,7 @@ func TestClosed(t *testing.T) {
 func TestRecordNeverTorn(t *testing.T) {
 	dir := t.TempDir()
 	a, b := newLocker(t, dir), newLocker(t, dir)
-	k := lock(t, a, "torn", false)
+	k := lock(t, a, "torn", filelock.Exclusive)
 	defer k.Unlock()
 	recs := [][]byte{[]byte(`{"pid":1}`), bytes.Repeat([]byte("a"), 200), bytes.Repeat([]byte("b"), 3000)}
 	stop := make(chan struct{})
@@ -347,14 +347,14 @@ func TestCloseRaces(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	dir := t.TempDir()
 	holder := newLocker(t, dir)
-	held := lock(t, holder, "w", false)
+	held := lock(t, holder, "w", filelock.Exclusive)
 	l, err := filelock.New(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error)
 	go func() {
-		_, err := l.Lock(context.Background(), "w", false, true, nil)
+		_, err := l.Lock(context.Background(), "w", filelock.Exclusive, nil)
 		errc <- err
 	}()
 	time.Sleep(20 * time.Millisecond)
@@ -378,7 +378,7 @@ func TestCloseRaces(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			if k, err := l.Lock(context.Background(), fmt.Sprint("r", i), false, false, nil); err == nil {
+			if k, err := l.TryLock(context.Background(), fmt.Sprint("r", i), filelock.Exclusive, nil); err == nil {
 				k.Unlock()
 			}
 		}()
@@ -393,4 +393,11 @@ func TestCloseRaces(t *testing.T) {
 	if ents, _ := os.ReadDir(other); len(ents) != 0 {
 		t.Fatalf("%d files created in another directory", len(ents))
 	}
+}
+
+func modeOf(shared bool) filelock.Mode {
+	if shared {
+		return filelock.Shared
+	}
+	return filelock.Exclusive
 }

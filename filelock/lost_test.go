@@ -58,7 +58,7 @@ func TestLostWhenLockFileTakenAway(t *testing.T) {
 				if err := os.MkdirAll(dir, 0o755); err != nil {
 					t.Fatal(err)
 				}
-				k := lock(t, l, "x", shared)
+				k := lock(t, l, "x", modeOf(shared))
 				fname, _ := filelock.FileName("x")
 				select {
 				case <-k.Lost():
@@ -88,10 +88,10 @@ func TestNotLostWhileFileStays(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	dir := t.TempDir()
 	l, other := newLocker(t, dir), newLocker(t, dir)
-	long := lock(t, l, "long", false)
+	long := lock(t, l, "long", filelock.Exclusive)
 	for i := range 300 {
-		k := lock(t, l, "x", i%2 == 1)
-		o := lock(t, other, fmt.Sprint("o", i), false)
+		k := lock(t, l, "x", modeOf(i%2 == 1))
+		o := lock(t, other, fmt.Sprint("o", i), filelock.Exclusive)
 		o.Unlock()
 		fname, _ := filelock.FileName(fmt.Sprint("o", i))
 		if err := os.Remove(filepath.Join(dir, fname)); err != nil {
@@ -120,7 +120,7 @@ func TestWatcherStopsWithLastUnlock(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	l := newLocker(t, t.TempDir())
 	before := runtime.NumGoroutine()
-	a, b := lock(t, l, "a", false), lock(t, l, "b", true)
+	a, b := lock(t, l, "a", filelock.Exclusive), lock(t, l, "b", filelock.Shared)
 	if n := runtime.NumGoroutine() - before; n != 1 {
 		t.Errorf("%d goroutines started while 2 locks are held; want 1 watcher", n)
 	}
@@ -129,7 +129,7 @@ func TestWatcherStopsWithLastUnlock(t *testing.T) {
 	if err := goleak.Find(); err != nil {
 		t.Fatalf("after the last Unlock, before Close: %v", err)
 	}
-	held := lock(t, l, "c", false)
+	held := lock(t, l, "c", filelock.Exclusive)
 	l.Close() // with a lock still held: the watcher stops too
 	if err := goleak.Find(); err != nil {
 		t.Fatalf("after Close with a lock held: %v", err)
@@ -156,14 +156,14 @@ func TestTokensSurviveDeletion(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				k := lock(t, l, "x", false)
+				k := lock(t, l, "x", filelock.Exclusive)
 				if k.Token() <= last {
 					t.Fatalf("round %d: exclusive token %d after %d", i, k.Token(), last)
 				}
 				last = k.Token()
 				if i == 0 {
 					k.Unlock()
-					k = lock(t, l, "x", true)
+					k = lock(t, l, "x", filelock.Shared)
 					if k.Token() < last {
 						t.Fatalf("shared token %d; want at least the last exclusive token %d", k.Token(), last)
 					}
@@ -179,7 +179,7 @@ func TestTokensSurviveDeletion(t *testing.T) {
 			// A shared holder of a fresh file reports no less than the last
 			// exclusive token either.
 			l := newLocker(t, dir)
-			k := lock(t, l, "x", true)
+			k := lock(t, l, "x", filelock.Shared)
 			defer k.Unlock()
 			if k.Token() < last {
 				t.Fatalf("shared token %d on a fresh file; want at least %d", k.Token(), last)
@@ -203,17 +203,17 @@ func TestLockerFollowsItsDirectory(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "locks")
 			l := newLocker(t, dir)
-			k := lock(t, l, "a", false)
+			k := lock(t, l, "a", filelock.Exclusive)
 			if err := c.take(dir); err != nil {
 				t.Fatal(err)
 			}
 			lostWithin(t, k, time.Now(), 2*time.Second)
 			k.Unlock()
 
-			k = lock(t, l, "a", false)
+			k = lock(t, l, "a", filelock.Exclusive)
 			defer k.Unlock()
 			other := newLocker(t, dir) // a process started after the clean-up
-			if _, err := other.Lock(context.Background(), "a", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+			if _, err := other.TryLock(context.Background(), "a", filelock.Exclusive, nil); !errors.Is(err, filelock.ErrBusy) {
 				t.Fatalf("another Locker on the path: Lock = %v; want ErrBusy", err)
 			}
 			fname, _ := filelock.FileName("a")

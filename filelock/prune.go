@@ -116,7 +116,7 @@ func (l *Locker) pruneFile(fname string, now time.Time, o PruneOptions, p *Prune
 		p.Kept = KeptRecent
 		return err
 	}
-	ok, err := f.lock(false, false)
+	ok, err := f.tryLock(Exclusive)
 	if err != nil {
 		return err
 	}

@@ -42,17 +42,17 @@ func exists(t *testing.T, path string) bool {
 func TestPruneRemovesIdleKeepsHeldAndAwaited(t *testing.T) {
 	dir := t.TempDir()
 	a, b, c := newLocker(t, dir), newLocker(t, dir), newLocker(t, dir)
-	lock(t, a, "idle", false).Unlock()
-	lock(t, a, "idle-shared", true).Unlock()
-	held := lock(t, a, "held", false)
+	lock(t, a, "idle", filelock.Exclusive).Unlock()
+	lock(t, a, "idle-shared", filelock.Shared).Unlock()
+	held := lock(t, a, "held", filelock.Exclusive)
 	defer held.Unlock()
-	sh := lock(t, a, "shared", true)
+	sh := lock(t, a, "shared", filelock.Shared)
 	defer sh.Unlock()
 	// A waiter behind a holder: kept, and still gets the lock after.
-	ah := lock(t, a, "awaited", false)
+	ah := lock(t, a, "awaited", filelock.Exclusive)
 	got := make(chan error, 1)
 	go func() {
-		k, err := c.Lock(context.Background(), "awaited", false, true, nil)
+		k, err := c.Lock(context.Background(), "awaited", filelock.Exclusive, nil)
 		if err == nil {
 			k.Unlock()
 		}
@@ -83,8 +83,8 @@ func TestPruneRemovesIdleKeepsHeldAndAwaited(t *testing.T) {
 		t.Fatalf("waiter: %v", err)
 	}
 	// The lock still excludes after a removal: a fresh file.
-	k := lock(t, a, "idle", false)
-	if _, err := b.Lock(context.Background(), "idle", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+	k := lock(t, a, "idle", filelock.Exclusive)
+	if _, err := b.TryLock(context.Background(), "idle", filelock.Exclusive, nil); !errors.Is(err, filelock.ErrBusy) {
 		t.Fatalf("second holder of a recreated lock: %v; want ErrBusy", err)
 	}
 	k.Unlock()
@@ -98,7 +98,7 @@ func TestPruneIdleDescriptorsStartOver(t *testing.T) {
 	a, b := newLocker(t, dir), newLocker(t, dir)
 	var ks []*filelock.Lock
 	for range 16 { // 16 shared holders: 16 descriptors kept idle after
-		ks = append(ks, lock(t, a, "n", true))
+		ks = append(ks, lock(t, a, "n", filelock.Shared))
 	}
 	for _, k := range ks {
 		k.Unlock()
@@ -106,12 +106,12 @@ func TestPruneIdleDescriptorsStartOver(t *testing.T) {
 	if p := prune(t, b, filelock.PruneOptions{})["n"]; !p.Removed {
 		t.Fatalf("Prune kept %q: %s", "n", p.Kept)
 	}
-	k, err := a.Lock(context.Background(), "n", false, false, []byte("x"))
+	k, err := a.TryLock(context.Background(), "n", filelock.Exclusive, []byte("x"))
 	if err != nil {
 		t.Fatalf("Lock after Prune: %v", err)
 	}
 	defer k.Unlock()
-	if _, err := b.Lock(context.Background(), "n", false, false, nil); !errors.Is(err, filelock.ErrBusy) {
+	if _, err := b.TryLock(context.Background(), "n", filelock.Exclusive, nil); !errors.Is(err, filelock.ErrBusy) {
 		t.Fatalf("Lock through another Locker = %v; want ErrBusy (the holder holds the file at the path)", err)
 	}
 }
@@ -120,7 +120,7 @@ func TestPruneDryRunRemovesNothing(t *testing.T) {
 	dir := t.TempDir()
 	a := newLocker(t, dir)
 	for _, n := range []string{"a", "b", "c/d"} {
-		lock(t, a, n, false).Unlock()
+		lock(t, a, n, filelock.Exclusive).Unlock()
 	}
 	ps := prune(t, a, filelock.PruneOptions{DryRun: true})
 	if len(ps) != 3 {
@@ -136,8 +136,8 @@ func TestPruneDryRunRemovesNothing(t *testing.T) {
 func TestPruneOlderThan(t *testing.T) {
 	dir := t.TempDir()
 	a := newLocker(t, dir)
-	lock(t, a, "old", false).Unlock()
-	lock(t, a, "new", false).Unlock()
+	lock(t, a, "old", filelock.Exclusive).Unlock()
+	lock(t, a, "new", filelock.Exclusive).Unlock()
 	old := time.Now().Add(-2 * time.Hour)
 	f, _ := filelock.FileName("old")
 	if err := os.Chtimes(filepath.Join(dir, f), old, old); err != nil {
@@ -151,7 +151,7 @@ func TestPruneOlderThan(t *testing.T) {
 		t.Errorf("new ModTime %s ago", d)
 	}
 	// Acquiring moves the modification time: "old" is new once used.
-	lock(t, a, "old", false).Unlock()
+	lock(t, a, "old", filelock.Exclusive).Unlock()
 	if p := prune(t, a, filelock.PruneOptions{OlderThan: time.Hour})["old"]; p.Removed {
 		t.Fatalf("a lock acquired just now was removed with OlderThan 1h")
 	}
@@ -241,7 +241,7 @@ func TestPruneRaceWorker(t *testing.T) {
 	pid := os.Getpid()
 	for i := range iters {
 		name := raceNames[(i+pid)%len(raceNames)]
-		k, err := l.Lock(context.Background(), name, false, true, []byte(`{"pid":1}`))
+		k, err := l.Lock(context.Background(), name, filelock.Exclusive, []byte(`{"pid":1}`))
 		if err != nil {
 			t.Fatalf("iteration %d: %v", i, err)
 		}
