@@ -7,7 +7,6 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 )
 
@@ -132,41 +131,8 @@ func (s headedStream) RecvMsg(m any) error {
 // settle asks etcd for a linearizable read after a stream answered below
 // the highest revision seen: if that answer is below it too, the store was
 // rewound (see revisions.seen), and the keep-alive loop ends the session.
-func (l *Locker) settle(ctx context.Context, bound time.Duration) {
+func (s *session) settle(ctx context.Context, bound time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	l.cli.Get(ctx, l.prefix+"/", clientv3.WithCountOnly()) // a key etcd's auth lets us read
-}
-
-// checkHeld looks up the key of every lock held: a key gone, or created
-// anew, means the lock is lost, though no delete was seen (the store was
-// restored from a snapshot older than the key, with revisions that went on
-// rising, so that no header betrayed it). Lost is closed for those locks.
-func (l *Locker) checkHeld(ctx context.Context) {
-	l.mu.Lock()
-	held := make([]*Lock, 0, len(l.held))
-	for k := range l.held {
-		held = append(held, k)
-	}
-	l.mu.Unlock()
-	// etcd takes at most 128 operations in a transaction by default.
-	for len(held) > 0 && ctx.Err() == nil {
-		n := min(len(held), 128)
-		ops := make([]clientv3.Op, n)
-		for i, k := range held[:n] {
-			ops[i] = clientv3.OpGet(k.key, clientv3.WithKeysOnly())
-		}
-		resp, err := l.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return
-		}
-		for i, k := range held[:n] {
-			kvs := resp.Responses[i].GetResponseRange().Kvs
-			if len(kvs) == 0 || kvs[0].CreateRevision != k.rev {
-				l.log.Warn("lock's key is gone though no delete was seen: the lock is lost", zap.String("key", k.key), zap.Int64("token", k.rev))
-				k.lose()
-			}
-		}
-		held = held[n:]
-	}
+	s.cli.Get(ctx, s.prefix+"/", clientv3.WithCountOnly()) // a key etcd's auth lets us read
 }
