@@ -259,9 +259,10 @@ func (s *session) spawn(f func()) bool {
 // trusted for divided by three, and after a failure retries on the same
 // cadence counted from when the failed request was sent (at most every
 // 500 ms), so that a renewal that fails or times out is retried before the
-// lease is given up. The lease's expiry is counted from when the last
-// successful request was sent, not from when its answer came: the server
-// renewed it in between. Only this goroutine knows it.
+// lease is given up; renewals under way may overlap (see renewals). The
+// lease's expiry is counted from when the last successful request was
+// sent, not from when its answer came: the server renewed it in between.
+// Only this goroutine knows it.
 //
 // Once no renewal was confirmed for so long that the lease could expire
 // within the margin, every lock held is lost (see distrust). If etcd
