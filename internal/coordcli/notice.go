@@ -71,14 +71,25 @@ func describeHolder(s coord.Status, err error) string {
 		return "holder unknown (" + oneLine(err) + ")"
 	case s.Holder != nil:
 		return "held by " + s.Holder.String()
-	case s.Held && s.Shared && len(s.Holders) > 0:
-		return fmt.Sprintf("held in shared mode by pid %s", joinInts(s.Holders))
+	case s.Held && s.Shared && len(pids(s.Holders)) > 0:
+		return fmt.Sprintf("held in shared mode by pid %s", joinInts(pids(s.Holders)))
 	case s.Held && s.Shared:
 		return "held in shared mode"
-	case len(s.Holders) > 0:
-		return fmt.Sprintf("held by pid %s", joinInts(s.Holders))
+	case len(pids(s.Holders)) > 0:
+		return fmt.Sprintf("held by pid %s", joinInts(pids(s.Holders)))
 	}
 	return "held by another process"
+}
+
+// pids returns the known process IDs of ps.
+func pids(ps []coord.Process) []int {
+	var out []int
+	for _, p := range ps {
+		if p.PID > 0 {
+			out = append(out, p.PID)
+		}
+	}
+	return out
 }
 
 func joinInts(v []int) string {
