@@ -67,11 +67,10 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRequest(ctx, name, DefaultToolchainTimeout, opts)
+	r, err := newRequest(ctx, name, DefaultToolchainTimeout, opts) // its mode unused: Shared() is ignored
 	if err != nil {
 		return nil, err
 	}
-	r.mode = exclusive
 	d := &Download{m: c.m, id: id, dest: dest}
 	if IsComplete(dest) {
 		return d, nil

@@ -279,9 +279,9 @@ func (m *Manager) ProjectLock(ctx context.Context, root string, opts ...LockOpti
 // Lock takes the lock called name, which may be any non-empty string of at
 // most 4096 bytes: names are data, never paths. Default timeout 30s.
 //
-// Lock blocks until the lock is granted, the timeout passes (a
-// *TimeoutError) or ctx ends (ctx's error). When it returns an error it
-// holds nothing.
+// Lock blocks until the lock is granted, the timeout or ctx's deadline
+// passes (a *TimeoutError) or ctx is cancelled (ctx's error). When it
+// returns an error it holds nothing.
 func (m *Manager) Lock(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
 	return m.acquire(ctx, name, DefaultLockTimeout, opts)
 }
