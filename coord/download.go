@@ -314,7 +314,8 @@ func (d *Download) File() (*os.File, error) {
 }
 
 // SetProgress publishes how many bytes of total (0 if unknown) are done, so
-// that waiters and `coord status` can show it.
+// that waiters and `coord status` can show it. It takes no ctx; its bound:
+// on etcd one write of at most the cleanup bound (min(DialTimeout, 2s)).
 func (d *Download) SetProgress(done, total int64) error {
 	if !d.ShouldDownload() {
 		return nil
