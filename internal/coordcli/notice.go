@@ -66,17 +66,18 @@ func waitNotice(ctx context.Context, m *coord.Manager, name, what string, timeou
 
 // describeHolder says who holds a lock, as far as the backend knows.
 func describeHolder(s coord.Status, err error) string {
+	holders := pids(s.Holders)
 	switch {
 	case err != nil:
 		return "holder unknown (" + oneLine(err) + ")"
 	case s.Holder != nil:
 		return "held by " + s.Holder.String()
-	case s.Held && s.Shared && len(pids(s.Holders)) > 0:
-		return fmt.Sprintf("held in shared mode by pid %s", joinInts(pids(s.Holders)))
+	case s.Held && s.Shared && len(holders) > 0:
+		return fmt.Sprintf("held in shared mode by pid %s", joinInts(holders))
 	case s.Held && s.Shared:
 		return "held in shared mode"
-	case len(pids(s.Holders)) > 0:
-		return fmt.Sprintf("held by pid %s", joinInts(pids(s.Holders)))
+	case len(holders) > 0:
+		return fmt.Sprintf("held by pid %s", joinInts(holders))
 	}
 	return "held by another process"
 }
