@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/toolchainkit/coord/filelock"
 )
@@ -22,6 +23,12 @@ type backend interface {
 	inspect(ctx context.Context, name string) (Status, error)
 	// list reports on every lock the backend knows of.
 	list(ctx context.Context) ([]Status, error)
+	// check reports a state in which the backend answers but grants no
+	// new lock (see Manager.Check); nil if there is none.
+	check(ctx context.Context) error
+	// lostMargin is how long before another process could be granted a
+	// lock its Lost fires (see Manager.LostMargin).
+	lostMargin() time.Duration
 	close() error
 	kind() string
 }
@@ -34,22 +41,50 @@ type held interface {
 	Unlock() error
 }
 
-// downloads is what a backend that records downloads itself offers on top
-// of its locks (etcd: <prefix>/downloads/<id>). The marker in dest stays
-// the truth; these records only wake waiters sooner and make a commit check
-// that the lock is still held.
-type downloads interface {
-	// checkHeld asks the backend whether h is still held.
-	checkHeld(ctx context.Context, h held) error
-	// markDone records that id completed, only while h is held.
-	markDone(ctx context.Context, h held, id string, record []byte) error
+// Optional behaviours of a held lock, asked for once, when it is granted
+// (see Manager.grant).
+type (
+	// fileHeld hands out a descriptor that keeps the lock held (file).
+	fileHeld interface {
+		File() (*os.File, error)
+	}
+	// recordHeld is held on a backend that records downloads (etcd):
+	// Commit asks it whether it is still held, and records under it.
+	recordHeld interface {
+		// checkHeld asks the backend whether the lock is still held.
+		checkHeld(ctx context.Context) error
+		// markDone records that id completed, only while the lock is held.
+		markDone(ctx context.Context, id string, record []byte) error
+	}
+)
+
+// doneRecords is what a backend that records downloads itself offers on
+// top of its locks (etcd: <prefix>/downloads/<id>). The marker in dest
+// stays the truth; these records only wake waiters sooner, make a commit
+// check that the lock is still held (recordHeld) and lead GC to
+// leftovers. New asks for it once (Manager.records).
+type doneRecords interface {
 	// waitDone returns when id is recorded as completed after the call.
 	waitDone(ctx context.Context, id string) error
+	// records lists the download records.
+	records(ctx context.Context) ([]doneRecord, error)
+	// deleteRecord removes exactly r's version of its record: false if it
+	// changed since.
+	deleteRecord(ctx context.Context, r doneRecord) (bool, error)
+}
+
+// doneRecord is one download record and what deleteRecord needs to remove
+// exactly that version of it.
+type doneRecord struct {
+	id, key string
+	value   []byte
+	rev     int64
 }
 
 var (
-	_ downloads   = etcdBackend{}
 	_ doneRecords = etcdBackend{}
+	_ recordHeld  = (*etcdHeld)(nil)
+	_ fileHeld    = (*filelock.Lock)(nil)
 	_ lockFiles   = fileBackend{}
 )
 
@@ -70,9 +105,18 @@ var (
 )
 
 // fileBackend adapts a filelock.Locker.
-type fileBackend struct{ l *filelock.Locker }
+type fileBackend struct {
+	l    *filelock.Locker
+	host string // this host: every holder and waiter runs here
+}
 
 func (b fileBackend) kind() string { return "file" }
+
+func (b fileBackend) check(context.Context) error { return nil }
+
+// lostMargin is 0: a file lock is lost only when someone deletes its file
+// or directory, which lets another process in at once.
+func (b fileBackend) lostMargin() time.Duration { return 0 }
 
 func (b fileBackend) lock(ctx context.Context, name string, m mode, record []byte) (held, error) {
 	return fileLock(b.l.Lock, ctx, name, m, record)
@@ -100,7 +144,7 @@ func (b fileBackend) inspect(_ context.Context, name string) (Status, error) {
 	if err != nil {
 		return Status{}, fileError(err)
 	}
-	return fileStatus(info), nil
+	return b.status(info), nil
 }
 
 func (b fileBackend) list(context.Context) ([]Status, error) {
@@ -110,7 +154,7 @@ func (b fileBackend) list(context.Context) ([]Status, error) {
 	}
 	out := make([]Status, len(infos))
 	for i, info := range infos {
-		out[i] = fileStatus(info)
+		out[i] = b.status(info)
 	}
 	return out, nil
 }
@@ -121,26 +165,31 @@ func (b fileBackend) prune(ctx context.Context, o filelock.PruneOptions) ([]file
 	return b.l.Prune(ctx, o)
 }
 
-func fileStatus(info filelock.Info) Status {
+func (b fileBackend) status(info filelock.Info) Status {
 	s := Status{
-		Name:     info.Name,
-		Backend:  "file",
-		Where:    info.File,
-		Held:     info.Held,
-		Shared:   info.Shared,
-		Token:    info.Token,
-		Holders:  info.Holders,
-		Waiters:  len(info.Waiters),
-		WaitPIDs: info.Waiters,
-	}
-	if !info.Known {
-		s.Waiters = -1
+		Name:    info.Name,
+		Backend: BackendFile,
+		File:    info.File,
+		Held:    info.Held,
+		Shared:  info.Shared,
+		Token:   info.Token,
+		Holders: b.processes(info.Holders),
+		Waiters: b.processes(info.Waiters),
+		Known:   info.Known,
 	}
 	if h := parseRecord(info.Record); h != nil {
-		h.Since, h.Token, h.Backend = info.Since, info.Token, "file"
+		h.Since, h.Token, h.Backend = info.Since, info.Token, BackendFile
 		s.Holder = h
 	}
 	return s
+}
+
+func (b fileBackend) processes(pids []int) []Process {
+	var out []Process
+	for _, pid := range pids {
+		out = append(out, Process{Host: b.host, PID: pid})
+	}
+	return out
 }
 
 func fileError(err error) error {

@@ -148,7 +148,7 @@ func coordSide(b *testing.B, n int, endpoint string, settle time.Duration) fanou
 				b.Fatal(err)
 			}
 			return func() {
-				if err := d.Commit(); err != nil {
+				if err := d.Commit(context.Background()); err != nil {
 					b.Error(err)
 				}
 			}, func() { d.Close() }
@@ -204,12 +204,12 @@ func naiveSide(b *testing.B, settle time.Duration, lock func(i int, id string) (
 			return func() { naiveCommit(b, dest) }, unlock
 		},
 		wait: func(i int, id, dest string) {
-			if coord.Complete(dest) {
+			if coord.IsComplete(dest) {
 				return
 			}
 			unlock := lock(i, id)
 			defer unlock()
-			if !coord.Complete(dest) {
+			if !coord.IsComplete(dest) {
 				b.Errorf("waiter %d: no marker after the downloader let go", i)
 			}
 		},

@@ -149,7 +149,7 @@ func TestDownloadCrashWorker(t *testing.T) {
 		if err := writePayload(d.StagingDir(), s.Label, s.Slow, hook); err != nil {
 			t.Fatal(err)
 		}
-		if err := d.Commit(); err != nil {
+		if err := d.Commit(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		hook("after-commit")
@@ -197,7 +197,7 @@ func writePayload(dir, label string, slow time.Duration, hook func(string)) erro
 // whole download of id: it must be complete, hold the marker for id and
 // dest, and exactly the files of one payload, byte for byte.
 func checkDownload(dest, id string) (label string, err error) {
-	if !coord.Complete(dest) {
+	if !coord.IsComplete(dest) {
 		return "", fmt.Errorf("%s is not complete", dest)
 	}
 	files := map[string][]byte{}
@@ -436,7 +436,7 @@ func crashAtPoint(t *testing.T, be crashBackend, c crashCase) {
 	// it; one that comes when dest is complete does not.
 	b := startWorker(t, r.spec("B"))
 	m := r.manager(t)
-	if !coord.Complete(r.dest) {
+	if !coord.IsComplete(r.dest) {
 		waitForWaiter(t, m, r.id, b)
 	}
 	// The downloader holds the lock up to its death (on etcd, unless
@@ -516,7 +516,7 @@ func (r *crashRun) checkAtPoint(t *testing.T, c crashCase) {
 		if len(staging) != 0 {
 			t.Fatalf("at %s staging dirs %v remain", c.point, staging)
 		}
-	case coord.Complete(r.dest):
+	case coord.IsComplete(r.dest):
 		t.Fatalf("at %s dest is complete before the rename", c.point)
 	case i >= slices.Index(crashPoints, "after-staging") && len(staging) != 1:
 		t.Fatalf("at %s staging dirs %v; want one", c.point, staging)
@@ -646,7 +646,7 @@ func waitForWaiter(t *testing.T, m *coord.Manager, id string, w *worker) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Waiters > 0 {
+		if len(st.Waiters) > 0 {
 			return
 		}
 		select {

@@ -67,59 +67,52 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	if err != nil {
 		return nil, err
 	}
-	o, err := resolve(ctx, DefaultToolchainTimeout, opts)
+	r, err := newRequest(ctx, name, DefaultToolchainTimeout, opts) // its mode unused: Shared() is ignored
 	if err != nil {
 		return nil, err
 	}
 	d := &Download{m: c.m, id: id, dest: dest}
-	if Complete(dest) {
+	if IsComplete(dest) {
 		return d, nil
 	}
 	if mountPoint(dest) {
 		// Refused before anything is downloaded: Commit would fail.
 		return nil, fmt.Errorf("%w: destination %s is a mount point: a download is published by renaming a directory beside it into its place, which a mount point refuses; give a directory inside it", ErrInvalidArgument, dest)
 	}
+	// One bound for the whole of it: the first try, the wait for the
+	// downloader and the queue after a download that failed.
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
 	start := time.Now()
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-		o.timeout = -1
-	}
-	l, err := c.m.grant(ctx, name, exclusive, 0)
-	if errors.Is(err, errBusy) && o.timeout == 0 {
-		l, err = c.m.lock(ctx, name, exclusive, 0) // for the holder in the error
-	} else if errors.Is(err, errBusy) {
+	l, err := c.m.grant(ctx, request{name: name, mode: exclusive, once: true})
+	if errors.Is(err, errBusy) && !r.once {
 		// Someone downloads: wait for them to finish, together with
 		// everyone else who waits.
-		if err = c.waitDownloader(ctx, id, name, o.timeout); err == nil {
-			if Complete(dest) {
+		if err = c.waitDownloader(ctx, id, name); err == nil {
+			if IsComplete(dest) {
 				return d, nil
 			}
-			l, err = c.m.lock(ctx, name, exclusive, o.timeout)
+			l, err = c.m.grant(ctx, request{name: name, mode: exclusive})
 		}
 	}
-	var te *TimeoutError
-	if errors.As(err, &te) {
-		if Complete(dest) { // committed just as we gave up
+	if timedOut(err) {
+		if IsComplete(dest) { // committed just as we gave up
 			return d, nil
 		}
-		if te.Waited > 0 {
-			te.Waited = time.Since(start)
-		}
+		return nil, c.m.timeoutError(ctx, r, start)
 	}
 	if err != nil {
 		return nil, err
 	}
-	d.lock = l
-	if Complete(dest) {
-		l.Unlock()
-		d.lock = nil
+	if IsComplete(dest) {
+		// Completed between the check above and the lock: nothing to do.
+		// The answer stands whatever the release says.
+		c.m.release(l)
 		return d, nil
 	}
+	d.lock = l
 	if err := d.prepare(); err != nil {
-		l.Unlock()
-		return nil, err
+		return nil, errors.Join(err, l.Unlock())
 	}
 	return d, nil
 }
@@ -127,8 +120,8 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 // waitDownloader waits until the downloader of id lets go of its lock: in
 // shared mode, so that all waiters wake at once, and, where the backend
 // records downloads, until the download is recorded as done, whichever
-// comes first.
-func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name string, timeout time.Duration) error {
+// comes first. ctx bounds the wait.
+func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name string) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -137,11 +130,11 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 	}
 	granted := make(chan result, 1)
 	go func() {
-		l, err := c.m.lock(wctx, name, shared, timeout)
+		l, err := c.m.grant(wctx, request{name: name, mode: shared})
 		granted <- result{l, err}
 	}()
 	var done chan error
-	if dl, ok := c.m.b.(downloads); ok {
+	if dl := c.m.records; dl != nil {
 		done = make(chan error, 1)
 		go func() { done <- dl.waitDone(wctx, id) }()
 	}
@@ -160,7 +153,7 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 		cancel()
 		c.m.background(func() {
 			if r := <-granted; r.l != nil {
-				r.l.Unlock()
+				c.m.release(r.l)
 			}
 		})
 		return nil
@@ -170,9 +163,19 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 		<-done
 	}
 	if r.l != nil {
-		r.l.Unlock()
+		// Granted: the downloader let go, which is all we waited for.
+		c.m.release(r.l)
 	}
 	return r.err
+}
+
+// release unlocks l where the caller's answer no longer depends on it: a
+// failure is logged. A key etcd did not delete goes with the session's
+// lease (see Lock.Unlock).
+func (m *Manager) release(l *Lock) {
+	if err := l.Unlock(); err != nil {
+		m.log.Warn("lock not released", zap.String("name", l.Name()), zap.Error(err))
+	}
 }
 
 // checkDest makes dest absolute and refuses one that exists as anything but
@@ -212,9 +215,9 @@ func (m *Manager) checkDest(dest string) (string, error) {
 	return abs, nil
 }
 
-// Complete reports whether dest holds the completion marker: a download
+// IsComplete reports whether dest holds the completion marker: a download
 // of it was committed, and it is whole.
-func Complete(dest string) bool {
+func IsComplete(dest string) bool {
 	fi, err := os.Lstat(filepath.Join(dest, MarkerName))
 	return err == nil && fi.Mode().IsRegular()
 }
@@ -311,7 +314,8 @@ func (d *Download) File() (*os.File, error) {
 }
 
 // SetProgress publishes how many bytes of total (0 if unknown) are done, so
-// that waiters and `coord status` can show it.
+// that waiters and `coord status` can show it. It takes no ctx; its bound:
+// on etcd one write of at most the cleanup bound (min(DialTimeout, 2s)).
 func (d *Download) SetProgress(done, total int64) error {
 	if !d.ShouldDownload() {
 		return nil
@@ -337,7 +341,15 @@ type marker struct {
 // A dest that is already complete (only a download under another id can
 // have done that) is kept, and Close discards ours. Commit refuses if the
 // lock was lost (ErrLockLost).
-func (d *Download) Commit() error {
+//
+// ctx bounds what Commit waits for: the short lock on dest that orders
+// commits into it (waited for as Lock waits: 30s unless ctx has a
+// deadline), and each request to a backend that records downloads (at
+// most 10s each). Cancelled before the rename, Commit leaves dest as it
+// was and the staging directory for Close to discard; after it, the
+// download is committed and only its record, which wakes waiters on other
+// hosts sooner, may be missing.
+func (d *Download) Commit(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
@@ -348,72 +360,109 @@ func (d *Download) Commit() error {
 	case d.committed:
 		return nil
 	}
-	select {
-	case <-d.lock.Lost():
-		return fmt.Errorf("download %q: %w", d.id, ErrLockLost)
-	default:
+	if err := d.checkCommit(ctx); err != nil {
+		return fmt.Errorf("download %q: %w", d.id, err)
 	}
-	if fi, err := os.Lstat(d.staging); err != nil || !fi.IsDir() {
-		// Only a holder of the lock removes staging directories: a newer
-		// one did, if the backend says ours is gone.
-		err := fmt.Errorf("download %q: staging directory %s is gone", d.id, d.staging)
-		if rec, ok := d.m.b.(downloads); ok {
-			ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-			defer cancel()
-			if herr := rec.checkHeld(ctx, d.lock.h); herr != nil {
-				err = fmt.Errorf("%w: %w", err, herr)
-			}
-		}
-		return err
-	}
-	self := d.lock.Holder()
-	b, _ := json.Marshal(marker{ID: d.id, Dest: d.dest, Host: self.Host, PID: self.PID, Token: d.lock.Token(), Time: time.Now().UTC()})
-	if err := writeSynced(filepath.Join(d.staging, MarkerName), b); err != nil {
+	mk, err := d.writeMarker()
+	if err != nil {
 		return fmt.Errorf("download %q: write marker: %w", d.id, err)
 	}
 	d.m.crash("after-marker")
-	// The toolchain lock is per id: the short lock on dest orders commits
-	// of different ids into one dest.
-	dl, err := d.m.lock(context.Background(), "dest/"+d.dest, exclusive, DefaultLockTimeout)
+	published, err := d.publish(ctx)
 	if err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
 	}
-	defer dl.Unlock()
-	if Complete(d.dest) {
-		d.m.log.Warn("destination completed by another download; keeping it", zap.String("id", d.id), zap.String("dest", d.dest))
+	if !published {
 		return nil
 	}
-	rec, recorded := d.m.b.(downloads)
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	defer cancel()
-	if recorded {
+	d.committed = true
+	d.m.crash("before-record")
+	d.record(ctx, mk)
+	d.m.crash("after-record")
+	return nil
+}
+
+// checkCommit refuses a commit by a caller that no longer holds the lock:
+// its Lost fired, or a newer holder removed its staging directory.
+func (d *Download) checkCommit(ctx context.Context) error {
+	select {
+	case <-d.lock.Lost():
+		return ErrLockLost
+	default:
+	}
+	if fi, err := os.Lstat(d.staging); err == nil && fi.IsDir() {
+		return nil
+	}
+	// Only a holder of the lock removes staging directories: a newer one
+	// did, if the backend says ours is gone.
+	err := fmt.Errorf("staging directory %s is gone", d.staging)
+	if d.lock.rec != nil {
+		rctx, cancel := context.WithTimeout(ctx, commitTimeout)
+		defer cancel()
+		if herr := d.lock.rec.checkHeld(rctx); herr != nil {
+			err = fmt.Errorf("%w: %w", err, herr)
+		}
+	}
+	return err
+}
+
+// writeMarker writes the completion marker into the staging directory and
+// returns its content, which is also the backend's download record.
+func (d *Download) writeMarker() ([]byte, error) {
+	self := d.lock.Holder()
+	b, _ := json.Marshal(marker{ID: d.id, Dest: d.dest, Host: self.Host, PID: self.PID, Token: d.lock.Token(), Time: time.Now().UTC()}) // strings, numbers, a time: cannot fail
+	return b, writeSynced(filepath.Join(d.staging, MarkerName), b)
+}
+
+// publish renames the staging directory into place while holding the
+// short lock on dest: the toolchain lock is per id, the lock on dest
+// orders commits of different ids into one dest. It reports false, and
+// leaves dest alone, if dest is complete already.
+func (d *Download) publish(ctx context.Context) (bool, error) {
+	dl, err := d.m.acquire(ctx, "dest/"+d.dest, DefaultLockTimeout, nil)
+	if err != nil {
+		return false, err
+	}
+	defer d.m.release(dl) // the rename stands, released or not
+	if IsComplete(d.dest) {
+		d.m.log.Warn("destination completed by another download; keeping it", zap.String("id", d.id), zap.String("dest", d.dest))
+		return false, nil
+	}
+	if d.lock.rec != nil {
 		// Publish only while still holding the lock. The check and the
 		// rename are two steps: a holder paused between them can still
 		// publish after losing the lock (see the package doc).
-		if err := rec.checkHeld(ctx, d.lock.h); err != nil {
-			return fmt.Errorf("download %q: %w", d.id, err)
+		rctx, cancel := context.WithTimeout(ctx, commitTimeout)
+		err := d.lock.rec.checkHeld(rctx)
+		cancel()
+		if err != nil {
+			return false, err
 		}
 	}
 	if err := clearDest(d.dest, d.m.log); err != nil {
-		return fmt.Errorf("download %q: %w", d.id, err)
+		return false, err
 	}
 	d.m.crash("after-clear")
 	if err := os.Rename(d.staging, d.dest); err != nil {
-		return fmt.Errorf("download %q: %w", d.id, err)
+		return false, err
 	}
 	d.m.crash("after-rename")
 	syncDir(filepath.Dir(d.dest))
-	d.committed = true
-	d.m.crash("before-record")
-	if recorded {
-		// Waiters also learn it when the lock is released: a failed
-		// record only costs them that moment.
-		if err := rec.markDone(ctx, d.lock.h, d.id, b); err != nil {
-			d.m.log.Warn("download committed but not recorded", zap.String("id", d.id), zap.Error(err))
-		}
+	return true, nil
+}
+
+// record tells a backend that records downloads that this one committed.
+// Waiters also learn it when the lock is released: a failed record only
+// costs them that moment.
+func (d *Download) record(ctx context.Context, mk []byte) {
+	if d.lock.rec == nil {
+		return
 	}
-	d.m.crash("after-record")
-	return nil
+	rctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	if err := d.lock.rec.markDone(rctx, d.id, mk); err != nil {
+		d.m.log.Warn("download committed but not recorded", zap.String("id", d.id), zap.Error(err))
+	}
 }
 
 // crash calls the test hook crashAt, if any, at the named point.
@@ -423,7 +472,7 @@ func (m *Manager) crash(point string) {
 	}
 }
 
-// commitTimeout bounds the backend requests of a Commit.
+// commitTimeout bounds each backend request of a Commit.
 const commitTimeout = 10 * time.Second
 
 // clearDest makes way for a new dest: an empty directory is removed,
@@ -443,7 +492,9 @@ func clearDest(dest string, log *zap.Logger) error {
 
 // Close ends this caller's part: it discards the staging directory unless
 // Commit succeeded and releases the lock, so that the next waiter downloads
-// if nothing was committed. Calling it again does nothing.
+// if nothing was committed. Calling it again does nothing and returns nil,
+// as Lock.Unlock does. It takes no ctx: it blocks as long as Lock.Unlock
+// (on etcd up to about two seconds) and removing the staging directory.
 func (d *Download) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -465,6 +516,7 @@ func (d *Download) Close() error {
 // Do runs fetch in the process that should download id into dest and
 // commits what it put in the directory it is given. It reports whether this
 // call downloaded. fetch's error is returned as it is, nothing committed.
+// ctx goes to Coordinate, fetch and Commit.
 func (c *DownloadCoordinator) Do(ctx context.Context, id, dest string, fetch func(ctx context.Context, dir string) error, opts ...LockOption) (downloaded bool, err error) {
 	d, err := c.Coordinate(ctx, id, dest, opts...)
 	if err != nil {
@@ -477,7 +529,7 @@ func (c *DownloadCoordinator) Do(ctx context.Context, id, dest string, fetch fun
 	if err := fetch(ctx, d.StagingDir()); err != nil {
 		return false, err
 	}
-	if err := d.Commit(); err != nil {
+	if err := d.Commit(ctx); err != nil {
 		return false, err
 	}
 	return d.committed, nil

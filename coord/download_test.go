@@ -126,7 +126,7 @@ func TestCoordinateRemovesStaleStagingAndMovesIncompleteDestAside(t *testing.T) 
 	if err := d.SetProgress(1, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Commit(); err != nil {
+	if err := d.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dest, "partial")); !os.IsNotExist(err) {
@@ -195,11 +195,11 @@ func TestCommitKeepsCompleteDest(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(a.StagingDir(), "from"), []byte("a"), 0o644)
 	os.WriteFile(filepath.Join(b.StagingDir(), "from"), []byte("b"), 0o644)
-	if err := b.Commit(); err != nil {
+	if err := b.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	b.Close()
-	if err := a.Commit(); err != nil {
+	if err := a.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	a.Close()

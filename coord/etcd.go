@@ -19,17 +19,29 @@ import (
 var _ backend = etcdBackend{}
 
 // etcdBackend adapts an etcdlock.Locker.
-type etcdBackend struct{ l *etcdlock.Locker }
+type etcdBackend struct {
+	l   *etcdlock.Locker
+	log *zap.Logger
+}
 
 // etcdHeld is a held etcd lock; its records carry the time it was granted,
 // which etcd does not keep.
 type etcdHeld struct {
 	*etcdlock.Lock
+	l     *etcdlock.Locker
 	since time.Time
 }
 
-func (h etcdHeld) Update(record []byte) error {
+func (h *etcdHeld) Update(record []byte) error {
 	return etcdError(h.Lock.Update(withSince(record, h.since)))
+}
+
+// checkHeld and markDone make etcdHeld a recordHeld.
+
+func (h *etcdHeld) checkHeld(ctx context.Context) error { return etcdError(h.Held(ctx)) }
+
+func (h *etcdHeld) markDone(ctx context.Context, id string, record []byte) error {
+	return etcdError(h.l.MarkDone(ctx, h.Lock, id, record))
 }
 
 // newEtcdBackend connects to etcd; hint is added to an unavailable error.
@@ -66,7 +78,7 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 	} else {
 		var l *etcdlock.Locker
 		if l, err = etcdlock.New(ctx, ecfg); err == nil {
-			b = etcdBackend{l}
+			b = etcdBackend{l: l, log: log}
 		}
 	}
 	switch {
@@ -173,11 +185,15 @@ func (b etcdBackend) take(take func(context.Context, string, etcdlock.Mode, []by
 	if err != nil {
 		return nil, etcdError(err)
 	}
-	h := etcdHeld{k, start}
+	h := &etcdHeld{Lock: k, l: b.l, since: start}
 	if time.Since(start) > 50*time.Millisecond {
 		// We queued at start but hold only now.
 		h.since = time.Now()
-		h.Update(record)
+		if err := h.Update(record); err != nil {
+			// The lock is ours all the same; its record only keeps the
+			// time we queued. Were the lock lost, Lost says so.
+			b.log.Warn("holder record not updated", zap.String("name", name), zap.Error(err))
+		}
 	}
 	return h, nil
 }
@@ -232,8 +248,8 @@ func spaceError(err error) error {
 }
 
 func etcdStatus(info etcdlock.Info) Status {
-	s := Status{Name: info.Name, Backend: BackendEtcd, Where: info.Key, Held: info.Held, Shared: info.Shared,
-		Token: info.Token, Waiters: info.Waiters}
+	s := Status{Name: info.Name, Backend: BackendEtcd, Key: info.Key, Held: info.Held, Shared: info.Shared,
+		Token: info.Token, Holders: etcdProcesses(info.Holders), Waiters: etcdProcesses(info.Waiters), Known: true}
 	if h := parseRecord(info.Record); h != nil {
 		h.Token, h.Backend, h.Shared = info.Token, BackendEtcd, info.Shared
 		s.Holder = h
@@ -244,15 +260,21 @@ func etcdStatus(info etcdlock.Info) Status {
 	return s
 }
 
-// The download records of the etcd backend (see downloads).
-
-func (b etcdBackend) checkHeld(ctx context.Context, h held) error {
-	return etcdError(h.(etcdHeld).Held(ctx))
+// etcdProcesses reads who holds or waits from the keys' values: each is
+// its process's holder record.
+func etcdProcesses(es []etcdlock.Entry) []Process {
+	var out []Process
+	for _, e := range es {
+		var p Process
+		if h := parseRecord(e.Value); h != nil {
+			p = Process{Host: h.Host, PID: h.PID}
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
-func (b etcdBackend) markDone(ctx context.Context, h held, id string, record []byte) error {
-	return etcdError(b.l.MarkDone(ctx, h.(etcdHeld).Lock, id, record))
-}
+// The download records of the etcd backend (see doneRecords).
 
 func (b etcdBackend) waitDone(ctx context.Context, id string) error {
 	return etcdError(b.l.WaitDone(ctx, id))

@@ -201,7 +201,7 @@ func TestEtcdDoneButDestNotShared(t *testing.T) {
 	}()
 	time.Sleep(200 * time.Millisecond)
 	os.WriteFile(filepath.Join(first.StagingDir(), "f"), nil, 0o644)
-	if err := first.Commit(); err != nil {
+	if err := first.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	first.Close()
@@ -244,10 +244,10 @@ func TestEtcdCommitAfterTakeover(t *testing.T) {
 	if _, err := os.Stat(stale.StagingDir()); !os.IsNotExist(err) {
 		t.Fatalf("the new downloader left the stale staging directory (%v)", err)
 	}
-	if err := stale.Commit(); !errors.Is(err, coord.ErrLockLost) {
+	if err := stale.Commit(context.Background()); !errors.Is(err, coord.ErrLockLost) {
 		t.Fatalf("stale Commit = %v, want ErrLockLost", err)
 	}
-	if coord.Complete(dest) {
+	if coord.IsComplete(dest) {
 		t.Fatal("the stale downloader published")
 	}
 }

@@ -76,20 +76,6 @@ type lockFiles interface {
 	prune(ctx context.Context, o filelock.PruneOptions) ([]filelock.Pruned, error)
 }
 
-// doneRecords is a backend that keeps download records (etcd).
-type doneRecords interface {
-	records(ctx context.Context) ([]doneRecord, error)
-	deleteRecord(ctx context.Context, r doneRecord) (bool, error)
-}
-
-// doneRecord is one download record and what deleteRecord needs to remove
-// exactly that version of it.
-type doneRecord struct {
-	id, key string
-	value   []byte
-	rev     int64
-}
-
 // GC cleans up what locks and downloads leave behind, and never touches a
 // held lock or a download in progress:
 //
@@ -114,8 +100,7 @@ func (m *Manager) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	if o.OlderThan < 0 {
 		return r, fmt.Errorf("%w: gc: negative age %s", ErrInvalidArgument, o.OlderThan)
 	}
-	recs, hasRecords := m.b.(doneRecords)
-	if o.EtcdRecords && !hasRecords {
+	if o.EtcdRecords && m.records == nil {
 		return r, fmt.Errorf("%w: gc: the %s backend keeps no download records", ErrInvalidArgument, m.b.kind())
 	}
 	if lf, ok := m.b.(lockFiles); ok {
@@ -123,8 +108,8 @@ func (m *Manager) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 			return r, err
 		}
 	}
-	if hasRecords {
-		if err := m.gcRecords(ctx, recs, o, &r); err != nil {
+	if m.records != nil {
+		if err := m.gcRecords(ctx, m.records, o, &r); err != nil {
 			return r, err
 		}
 	}
@@ -182,7 +167,7 @@ func (m *Manager) gcRecords(ctx context.Context, b doneRecords, o GCOptions, r *
 			it.Kept = KeptOtherHost
 			r.Items = append(r.Items, it)
 			continue
-		case Complete(mk.Dest):
+		case IsComplete(mk.Dest):
 			// A live record: nothing to remove, but leftovers may lie
 			// beside its destination.
 		case !o.EtcdRecords:
@@ -207,7 +192,7 @@ func (m *Manager) gcRecords(ctx context.Context, b doneRecords, o GCOptions, r *
 		}
 		// Leftovers only while we hold the toolchain lock: no download of
 		// this id is in progress.
-		l, err := m.grant(ctx, ToolchainLockName(rec.id), exclusive, 0)
+		l, err := m.grant(ctx, request{name: ToolchainLockName(rec.id), mode: exclusive, once: true})
 		if errors.Is(err, errBusy) {
 			continue
 		}

@@ -61,7 +61,7 @@ func TestGCDownloadLeftovers(t *testing.T) {
 	dead := filepath.Join(parent, ".sdk.coord-staging-"+idHash("sdk")+"-dead")
 	os.MkdirAll(filepath.Join(dead, "deep"), 0o755)
 	os.WriteFile(filepath.Join(d.StagingDir(), "full"), []byte("f"), 0o644)
-	if err := d.Commit(); err != nil {
+	if err := d.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	d.Close()
@@ -110,7 +110,7 @@ func TestGCDownloadLeftovers(t *testing.T) {
 	if present(dead) || present(aside[0]) || present(lockFile) {
 		t.Fatal("asked to remove, GC left something")
 	}
-	if !coord.Complete(dest) || !present(outside) || !present(dest+".coord-replaced-yesterday") {
+	if !coord.IsComplete(dest) || !present(outside) || !present(dest+".coord-replaced-yesterday") {
 		t.Fatal("GC touched dest, a symlink's target or a directory coord did not name")
 	}
 }
@@ -132,7 +132,7 @@ func TestGCLeavesDownloadInProgress(t *testing.T) {
 		t.Fatal("GC looked at the staging directory of a download in progress")
 	}
 	os.WriteFile(filepath.Join(d.StagingDir(), "f"), nil, 0o644)
-	if err := d.Commit(); err != nil {
+	if err := d.Commit(context.Background()); err != nil {
 		t.Fatalf("Commit after GC: %v", err)
 	}
 }

@@ -78,7 +78,8 @@ func WithCommand(cmd []string) Option { return func(o *options) { o.command = cm
 // Manager hands out locks from one backend. It is safe for concurrent use.
 type Manager struct {
 	b       backend
-	lockDir string // the file backend's lock directory; "" on etcd
+	records doneRecords // b's download records; nil if it keeps none (file)
+	lockDir string      // the file backend's lock directory; "" on etcd
 	log     *zap.Logger
 	self    Holder // host, pid, command: the static part of our records
 	rec     []byte // self.record(), computed once
@@ -146,7 +147,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	}
 	host, _ := os.Hostname()
 	self := Holder{Host: host, PID: os.Getpid(), Command: o.command}
-	return &Manager{b: b, lockDir: lockDir, log: o.log, self: self, rec: self.record(), crashAt: o.crashAt}, nil
+	records, _ := b.(doneRecords)
+	return &Manager{b: b, records: records, lockDir: lockDir, log: o.log, self: self, rec: self.record(), crashAt: o.crashAt}, nil
 }
 
 // DefaultLockDir returns ~/.toolchainkit/locks.
@@ -170,7 +172,8 @@ func newFileBackend(dir string) (fileBackend, error) {
 	if err != nil {
 		return fileBackend{}, fmt.Errorf("%w: file: %w", ErrBackendUnavailable, err)
 	}
-	return fileBackend{l}, nil
+	host, _ := os.Hostname()
+	return fileBackend{l: l, host: host}, nil
 }
 
 // Backend returns "file" or "etcd".
@@ -180,15 +183,17 @@ func (m *Manager) Backend() string { return m.b.kind() }
 // lock Lost fires: the time a holder has to stop using it. It is 0 for the
 // file backend, whose locks are lost only when someone deletes their file
 // or directory, which lets another process in at once.
-func (m *Manager) LostMargin() time.Duration {
-	if lm, ok := m.b.(interface{ lostMargin() time.Duration }); ok {
-		return lm.lostMargin()
-	}
-	return 0
-}
+func (m *Manager) LostMargin() time.Duration { return m.b.lostMargin() }
 
 // Close releases the backend. Locks still held stay held until Unlock (file)
-// or until their lease ends (etcd).
+// or until their lease ends (etcd). Calling it again does nothing.
+//
+// Close takes no ctx; its bound: it first waits for the shared locks that
+// Coordinate's waiters left to release in the background, each released
+// as Unlock releases it (on etcd within about two seconds); then, on etcd,
+// it revokes the session's lease within about two seconds (the cleanup
+// bound, min(DialTimeout, 2s)) and gives up on it after that, leaving the
+// lease to expire within its TTL. On the file backend it does not block.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -222,15 +227,15 @@ func (m *Manager) background(f func()) {
 type LockOption func(*lockOptions)
 
 type lockOptions struct {
-	timeout  time.Duration
-	explicit bool
-	mode     mode
+	mode    mode
+	timeout time.Duration // WithTimeout's, if set
+	set     bool          // WithTimeout was given
 }
 
 // WithTimeout bounds the wait; 0 means try once and never wait. Without it,
 // the kind's default applies unless ctx has a deadline.
 func WithTimeout(d time.Duration) LockOption {
-	return func(o *lockOptions) { o.timeout, o.explicit = d, true }
+	return func(o *lockOptions) { o.timeout, o.set = d, true }
 }
 
 // Shared asks for a shared lock: any number of shared holders at once, none
@@ -274,9 +279,9 @@ func (m *Manager) ProjectLock(ctx context.Context, root string, opts ...LockOpti
 // Lock takes the lock called name, which may be any non-empty string of at
 // most 4096 bytes: names are data, never paths. Default timeout 30s.
 //
-// Lock blocks until the lock is granted, the timeout passes (a
-// *TimeoutError) or ctx ends (ctx's error). When it returns an error it
-// holds nothing.
+// Lock blocks until the lock is granted, the timeout or ctx's deadline
+// passes (a *TimeoutError) or ctx is cancelled (ctx's error). When it
+// returns an error it holds nothing.
 func (m *Manager) Lock(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
 	return m.acquire(ctx, name, DefaultLockTimeout, opts)
 }
@@ -302,51 +307,82 @@ func checkName(name string) error {
 	return nil
 }
 
-func (m *Manager) acquire(ctx context.Context, name string, def time.Duration, opts []LockOption) (*Lock, error) {
-	o, err := resolve(ctx, def, opts)
-	if err != nil {
-		return nil, err
-	}
-	return m.lock(ctx, name, o.mode, o.timeout)
+// request is one lock request, resolved once from its options: how long
+// it may wait is said here and nowhere else.
+type request struct {
+	name  string
+	mode  mode
+	once  bool          // a single try that never waits
+	limit time.Duration // > 0: the longest wait; 0: until ctx ends
 }
 
-// resolve applies opts over the kind's default timeout def. Without
-// WithTimeout, a ctx deadline replaces the default: timeout -1 means that
-// ctx alone bounds the wait.
-func resolve(ctx context.Context, def time.Duration, opts []LockOption) (lockOptions, error) {
+// newRequest applies opts over the kind's default timeout def: WithTimeout
+// wins, then a deadline on ctx (which alone then bounds the wait), then
+// def.
+func newRequest(ctx context.Context, name string, def time.Duration, opts []LockOption) (request, error) {
 	o := lockOptions{timeout: def}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.timeout < 0 {
-		return o, fmt.Errorf("%w: negative timeout %s", ErrInvalidArgument, o.timeout)
+	r := request{name: name, mode: o.mode}
+	_, deadline := ctx.Deadline()
+	switch {
+	case o.timeout < 0:
+		return r, fmt.Errorf("%w: negative timeout %s", ErrInvalidArgument, o.timeout)
+	case o.set && o.timeout == 0:
+		r.once = true
+	case o.set || !deadline:
+		r.limit = o.timeout
 	}
-	if _, ok := ctx.Deadline(); ok && !o.explicit {
-		o.timeout = -1
-	}
-	return o, nil
+	return r, nil
 }
 
-// lock acquires name; timeout 0 tries once, < 0 waits until ctx ends. A
-// lock not granted in time is a *TimeoutError that names the holder.
-func (m *Manager) lock(ctx context.Context, name string, md mode, timeout time.Duration) (*Lock, error) {
+// bound returns ctx bounded by the request's limit.
+func (r request) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.limit > 0 {
+		return context.WithTimeout(ctx, r.limit)
+	}
+	return context.WithCancel(ctx)
+}
+
+func (m *Manager) acquire(ctx context.Context, name string, def time.Duration, opts []LockOption) (*Lock, error) {
+	r, err := newRequest(ctx, name, def, opts)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
 	start := time.Now()
-	l, err := m.grant(ctx, name, md, timeout)
-	if errors.Is(err, errBusy) || errors.Is(err, context.DeadlineExceeded) {
-		waited := time.Since(start)
-		if timeout == 0 {
-			waited = 0
-		}
-		s := m.inspectQuick(ctx, name)
-		return nil, &TimeoutError{Name: name, Waited: waited, Holder: s.Holder, Stray: s.Stray}
+	l, err := m.grant(ctx, r)
+	if timedOut(err) {
+		return nil, m.timeoutError(ctx, r, start)
 	}
 	return l, err
 }
 
-// grant is lock without the *TimeoutError: a lock held on a single try is
-// errBusy, a wait that timed out context.DeadlineExceeded.
-func (m *Manager) grant(ctx context.Context, name string, md mode, timeout time.Duration) (*Lock, error) {
-	if err := checkName(name); err != nil {
+// timedOut reports whether a grant failed for want of time: a single try
+// found the lock held, or the wait reached its bound.
+func timedOut(err error) bool {
+	return errors.Is(err, errBusy) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// timeoutError is the one place a *TimeoutError is made: r, begun at
+// start, was not granted in time. It names the holder if the backend
+// says within a second.
+func (m *Manager) timeoutError(ctx context.Context, r request, start time.Time) *TimeoutError {
+	var waited time.Duration
+	if !r.once {
+		waited = time.Since(start)
+	}
+	s := m.inspectQuick(ctx, r.name)
+	return &TimeoutError{Name: r.name, Waited: waited, Holder: s.Holder, Stray: s.Stray}
+}
+
+// grant makes one attempt at r within ctx, which the caller has bounded
+// (request.bound): a lock held on a single try is errBusy, a wait that
+// timed out context.DeadlineExceeded.
+func (m *Manager) grant(ctx context.Context, r request) (*Lock, error) {
+	if err := checkName(r.name); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -356,25 +392,22 @@ func (m *Manager) grant(ctx context.Context, name string, md mode, timeout time.
 		return nil, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("lock %q: %w", name, err)
-	}
-	wctx := ctx
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		return nil, fmt.Errorf("lock %q: %w", r.name, err)
 	}
 	take := m.b.lock
-	if timeout == 0 {
+	if r.once {
 		take = m.b.tryLock
 	}
-	h, err := take(wctx, name, md, m.rec)
+	h, err := take(ctx, r.name, r.mode, m.rec)
 	if err != nil {
-		return nil, fmt.Errorf("lock %q: %w", name, err)
+		return nil, fmt.Errorf("lock %q: %w", r.name, err)
 	}
 	self := m.self
-	self.Since, self.Token, self.Backend, self.Shared = time.Now(), h.Token(), m.b.kind(), md == shared
-	return &Lock{m: m, name: name, h: h, self: self}, nil
+	self.Since, self.Token, self.Backend, self.Shared = time.Now(), h.Token(), m.b.kind(), r.mode == shared
+	l := &Lock{m: m, name: r.name, h: h, self: self}
+	l.file, _ = h.(fileHeld)
+	l.rec, _ = h.(recordHeld)
+	return l, nil
 }
 
 // inspectQuick reports on name within a second; the zero Status if the
@@ -390,18 +423,29 @@ func (m *Manager) inspectQuick(ctx context.Context, name string) Status {
 type Status struct {
 	Name    string  // the lock name
 	Backend string  // "file" or "etcd"
-	Where   string  // the lock file or etcd key
+	File    string  // the lock file (file backend); "" on etcd
+	Key     string  // the etcd key prefix of its holders' and waiters' keys; "" on file
 	Held    bool    // someone holds it
 	Shared  bool    // held in shared mode
 	Holder  *Holder // the exclusive holder's record; nil if none or unreadable
-	Holders []int   // holder PIDs, where the backend can tell
 	Token   int64   // the last fencing token handed out
-	Waiters int     // processes waiting; -1 when the backend cannot tell
-	// WaitPIDs are the waiting processes, where the backend can tell.
-	WaitPIDs []int
+	// Holders and Waiters are the processes that hold and that wait for
+	// the lock (on etcd in queue order), as far as Known says.
+	Holders []Process
+	Waiters []Process
+	// Known reports whether the backend could list the holders and
+	// waiters: always on etcd; on the file backend only where the OS
+	// tells (Linux). When false, both are empty whoever holds or waits.
+	Known bool
 	// Stray is the oldest key under the lock's etcd prefix that no lock
 	// holder wrote, which blocks the lock; nil if none.
 	Stray *Stray
+}
+
+// Process is one process that holds or waits for a lock.
+type Process struct {
+	Host string // the host it runs on; "" if unknown
+	PID  int    // its process ID; 0 if unknown (etcd: a key whose value is no holder record)
 }
 
 // Inspect reports on the lock called name without taking it.
@@ -416,12 +460,7 @@ func (m *Manager) Inspect(ctx context.Context, name string) (Status, error) {
 // lock: etcd's NOSPACE alarm (an ErrBackendUnavailable that says what an
 // operator must do). It is nil when there is none, and always for the
 // file backend.
-func (m *Manager) Check(ctx context.Context) error {
-	if c, ok := m.b.(interface{ check(context.Context) error }); ok {
-		return c.check(ctx)
-	}
-	return nil
-}
+func (m *Manager) Check(ctx context.Context) error { return m.b.check(ctx) }
 
 // Locks reports on every lock the backend knows of.
 func (m *Manager) Locks(ctx context.Context) ([]Status, error) {
@@ -434,6 +473,9 @@ type Lock struct {
 	name string
 	h    held
 	self Holder
+	// Optional behaviours of h, asked for once in grant: nil if h has none.
+	file fileHeld
+	rec  recordHeld
 
 	mu       sync.Mutex
 	unlocked bool
@@ -487,19 +529,27 @@ func (l *Lock) update(fn func(*Holder)) error {
 // closes the file. Only the file backend on Unix can do this; elsewhere
 // File returns errors.ErrUnsupported.
 func (l *Lock) File() (*os.File, error) {
-	f, ok := l.h.(interface{ File() (*os.File, error) })
-	if !ok {
+	if l.file == nil {
 		return nil, errors.ErrUnsupported
 	}
-	return f.File()
+	return l.file.File()
 }
 
-// Unlock releases the lock. A second call returns ErrClosed.
+// Unlock releases the lock. A second call does nothing and returns nil, so
+// that a deferred Unlock after an explicit one is safe.
+//
+// Unlock takes no ctx; its bound: on etcd it waits for the delete of the
+// lock's key up to the Locker's cleanup bound (min(DialTimeout, 2s)); if
+// etcd does not answer by then it returns the error, the lock counts as
+// released here (Lost is closed), and the key is deleted in the
+// background once etcd answers, or goes with the session's lease (at the
+// latest when the Manager is closed or the lease expires). On the file
+// backend it does not block.
 func (l *Lock) Unlock() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.unlocked {
-		return ErrClosed
+		return nil
 	}
 	l.unlocked = true
 	if err := l.h.Unlock(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/toolchainkit/coord/etcdlock"
 )
@@ -42,3 +43,6 @@ func (b etcdReport) list(ctx context.Context) ([]Status, error) { return etcdLis
 func (b etcdReport) close() error { return b.in.Close() }
 
 func (b etcdReport) check(ctx context.Context) error { return spaceError(b.in.CheckSpace(ctx)) }
+
+// lostMargin is 0: a Manager that only reports holds no lock to lose.
+func (b etcdReport) lostMargin() time.Duration { return 0 }

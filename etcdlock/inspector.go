@@ -66,20 +66,29 @@ func (in *Inspector) Close() error { return in.cli.Close() }
 
 // Info is what Inspect found out about a lock.
 type Info struct {
-	Name    string
-	Key     string // the lock's key prefix
-	Held    bool
-	Shared  bool
-	Token   int64    // the holder's create revision (the first shared holder's)
-	Record  []byte   // the (first) holder's value
-	Holders []string // holder keys
-	Waiters int
+	Name   string
+	Key    string // the lock's key prefix
+	Held   bool
+	Shared bool
+	Token  int64  // the holder's create revision (the first shared holder's)
+	Record []byte // the (first) holder's value
+	// Holders and Waiters are the keys under the prefix, in queue order:
+	// those that hold the lock, then those that wait for it.
+	Holders []Entry
+	Waiters []Entry
 	// Stray is the oldest key under the lock's prefix that no lock holder
 	// wrote (see holderKey): another client's put, which blocks the lock
 	// as a holder would; "" if none. StrayLease is its lease: 0 if it has
 	// none, and then it never expires: only deleting it frees the lock.
 	Stray      string
 	StrayLease int64
+}
+
+// Entry is one key under a lock's prefix. A key a Locker wrote has the
+// holder record it was given as its value, waiting or not.
+type Entry struct {
+	Key   string
+	Value []byte
 }
 
 // Inspect reports on the lock called name.
@@ -98,14 +107,15 @@ func info(name, pfx string, kvs []*mvccpb.KeyValue) Info {
 		if in.Stray == "" && !holderKey(pfx, kv) {
 			in.Stray, in.StrayLease = string(kv.Key), kv.Lease
 		}
+		e := Entry{Key: string(kv.Key), Value: kv.Value}
 		switch {
 		case i == 0:
 			in.Held, in.Shared, in.Token, in.Record = true, isShared(kv.Key), kv.CreateRevision, kv.Value
-			in.Holders = append(in.Holders, string(kv.Key))
-		case in.Shared && isShared(kv.Key) && in.Waiters == 0:
-			in.Holders = append(in.Holders, string(kv.Key))
+			in.Holders = append(in.Holders, e)
+		case in.Shared && isShared(kv.Key) && len(in.Waiters) == 0:
+			in.Holders = append(in.Holders, e)
 		default:
-			in.Waiters++
+			in.Waiters = append(in.Waiters, e)
 		}
 	}
 	return in

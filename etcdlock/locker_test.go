@@ -126,7 +126,7 @@ func TestExclusive(t *testing.T) {
 			t.Errorf("token %d after %d; want greater", k.Token(), held.Token())
 		}
 		info, err := a.Inspect(context.Background(), "x")
-		if err != nil || !info.Held || info.Token != k.Token() || string(info.Record) != `{"pid":2}` || info.Waiters != 0 {
+		if err != nil || !info.Held || info.Token != k.Token() || string(info.Record) != `{"pid":2}` || len(info.Waiters) != 0 {
 			t.Errorf("Inspect = %+v, %v", info, err)
 		}
 		k.Unlock()
@@ -138,7 +138,7 @@ func waitWaiters(t *testing.T, l *etcdlock.Locker, name string, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		info, err := l.Inspect(context.Background(), name)
-		if err == nil && info.Waiters == n {
+		if err == nil && len(info.Waiters) == n {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -239,8 +239,8 @@ func TestCancelRemovesWaiterKey(t *testing.T) {
 		if _, err := b.Lock(ctx, "c", etcdlock.Exclusive, nil); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Lock = %v; want DeadlineExceeded", err)
 		}
-		if info, _ := a.Inspect(context.Background(), "c"); info.Waiters != 0 {
-			t.Fatalf("%d waiters after the cancelled wait; want 0", info.Waiters)
+		if info, _ := a.Inspect(context.Background(), "c"); len(info.Waiters) != 0 {
+			t.Fatalf("%d waiters after the cancelled wait; want 0", len(info.Waiters))
 		}
 	})
 }
@@ -419,7 +419,7 @@ func TestTimeoutsLeaveNoKeys(t *testing.T) {
 			<-done
 		}
 		info, err := holder.Inspect(context.Background(), "stray")
-		if err != nil || info.Waiters != 0 || len(info.Holders) != 1 {
+		if err != nil || len(info.Waiters) != 0 || len(info.Holders) != 1 {
 			t.Fatalf("after 24 timed-out waits: %+v, %v; want the holder alone", info, err)
 		}
 		held.Unlock()

@@ -178,7 +178,7 @@ func TestFSDownloadStagingFull(t *testing.T) {
 		}
 	}
 	checkParent("dl", "other")
-	if got := dirNames(t, dest); !slices.Equal(got, []string{"keep"}) || coord.Complete(dest) {
+	if got := dirNames(t, dest); !slices.Equal(got, []string{"keep"}) || coord.IsComplete(dest) {
 		t.Errorf("incomplete dest now holds %q; want it untouched", got)
 	}
 	checkSibling(t, sibling)
@@ -193,15 +193,15 @@ func TestFSDownloadStagingFull(t *testing.T) {
 		t.Errorf("download whose marker found no space: exit %d, %q; want 70 and one line about the marker", code, line)
 	}
 	checkParent("dl", "other")
-	if got := dirNames(t, dest); !slices.Equal(got, []string{"keep"}) || coord.Complete(dest) {
+	if got := dirNames(t, dest); !slices.Equal(got, []string{"keep"}) || coord.IsComplete(dest) {
 		t.Errorf("incomplete dest now holds %q; want it untouched", got)
 	}
 
 	// There is space again: the next attempt publishes, and the old
 	// incomplete dest is moved aside, not lost.
 	code, out = w.runCoord("download", "tc", dest, "--", "sh", "-c", `echo payload > "$COORD_DEST/file"`)
-	if code != 0 || !coord.Complete(dest) || string(readFile(t, filepath.Join(dest, "file"))) != "payload\n" {
-		t.Fatalf("download once there is space: exit %d, complete %v; want 0 and the payload in dest:\n%s", code, coord.Complete(dest), out)
+	if code != 0 || !coord.IsComplete(dest) || string(readFile(t, filepath.Join(dest, "file"))) != "payload\n" {
+		t.Fatalf("download once there is space: exit %d, complete %v; want 0 and the payload in dest:\n%s", code, coord.IsComplete(dest), out)
 	}
 	var aside string
 	for _, n := range dirNames(t, parent) {
@@ -256,15 +256,15 @@ func TestFSDestOtherFileSystem(t *testing.T) {
 	if code, out := w.runCoord("download", "tc2", linked, "--", "sh", "-c", `echo payload > "$COORD_DEST/f"`); code != 0 {
 		t.Fatalf("download below a symlinked parent: exit %d; want 0:\n%s", code, out)
 	}
-	if got := dirNames(t, other); !slices.Equal(got, []string{"dl"}) || !coord.Complete(filepath.Join(other, "dl")) {
-		t.Errorf("%s holds %q, complete %v; want the complete dest alone", other, got, coord.Complete(filepath.Join(other, "dl")))
+	if got := dirNames(t, other); !slices.Equal(got, []string{"dl"}) || !coord.IsComplete(filepath.Join(other, "dl")) {
+		t.Errorf("%s holds %q, complete %v; want the complete dest alone", other, got, coord.IsComplete(filepath.Join(other, "dl")))
 	}
 	// An incomplete dest there (an empty directory) is no mount point: it
 	// is replaced.
 	if err := os.Mkdir(filepath.Join(other, "dl3"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := w.runCoord("download", "tc3", filepath.Join(w.path("link"), "dl3"), "--", "sh", "-c", `echo payload > "$COORD_DEST/f"`); code != 0 || !coord.Complete(filepath.Join(other, "dl3")) {
+	if code, out := w.runCoord("download", "tc3", filepath.Join(w.path("link"), "dl3"), "--", "sh", "-c", `echo payload > "$COORD_DEST/f"`); code != 0 || !coord.IsComplete(filepath.Join(other, "dl3")) {
 		t.Fatalf("download into an incomplete dest below a symlinked parent: exit %d; want 0 and a complete dest:\n%s", code, out)
 	}
 }

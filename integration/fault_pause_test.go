@@ -154,7 +154,7 @@ func pauseWorker(dir string) error {
 		if err := waitGo(); err != nil {
 			return err
 		}
-		err = d.Commit()
+		err = d.Commit(context.Background())
 		if cerr := d.Close(); cerr != nil && !errors.Is(cerr, coord.ErrLockLost) {
 			err = errors.Join(err, cerr)
 		}

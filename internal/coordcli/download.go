@@ -42,7 +42,7 @@ func runDownload(c *cli.Context) error {
 		return err
 	}
 	id, dest := head[0], head[1]
-	if fi, err := os.Lstat(dest); err == nil && fi.IsDir() && coord.Complete(dest) {
+	if fi, err := os.Lstat(dest); err == nil && fi.IsDir() && coord.IsComplete(dest) {
 		return nil // done: no command, no backend needed
 	}
 	path, err := lookCommand(argv[0])
@@ -90,7 +90,9 @@ func runDownload(c *cli.Context) error {
 	if err != nil {
 		return err // the command failed: Close discards the staging directory
 	}
-	return d.Commit()
+	// The command succeeded: a signal from now on does not stop the commit,
+	// which ends within its bounds (see Download.Commit).
+	return d.Commit(context.WithoutCancel(c.Context))
 }
 
 // publishProgress counts the bytes in the staging directory every

@@ -66,19 +66,31 @@ func waitNotice(ctx context.Context, m *coord.Manager, name, what string, timeou
 
 // describeHolder says who holds a lock, as far as the backend knows.
 func describeHolder(s coord.Status, err error) string {
+	holders := pids(s.Holders)
 	switch {
 	case err != nil:
 		return "holder unknown (" + oneLine(err) + ")"
 	case s.Holder != nil:
 		return "held by " + s.Holder.String()
-	case s.Held && s.Shared && len(s.Holders) > 0:
-		return fmt.Sprintf("held in shared mode by pid %s", joinInts(s.Holders))
+	case s.Held && s.Shared && len(holders) > 0:
+		return fmt.Sprintf("held in shared mode by pid %s", joinInts(holders))
 	case s.Held && s.Shared:
 		return "held in shared mode"
-	case len(s.Holders) > 0:
-		return fmt.Sprintf("held by pid %s", joinInts(s.Holders))
+	case len(holders) > 0:
+		return fmt.Sprintf("held by pid %s", joinInts(holders))
 	}
 	return "held by another process"
+}
+
+// pids returns the known process IDs of ps.
+func pids(ps []coord.Process) []int {
+	var out []int
+	for _, p := range ps {
+		if p.PID > 0 {
+			out = append(out, p.PID)
+		}
+	}
+	return out
 }
 
 func joinInts(v []int) string {

@@ -1,6 +1,7 @@
 package coordcli
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -30,7 +31,7 @@ func statusCommand() *cli.Command {
 type statusEntry struct {
 	Name       string     `json:"name"`
 	Backend    string     `json:"backend"`
-	Where      string     `json:"where"`
+	Where      string     `json:"where"` // the lock file, or the etcd key prefix
 	State      string     `json:"state"` // free, exclusive, shared
 	Token      int64      `json:"token"`
 	Holder     *holderOut `json:"holder,omitempty"`
@@ -77,7 +78,7 @@ func runStatus(c *cli.Context) error {
 	}
 	var out []statusEntry
 	for _, s := range all {
-		if !s.Held && s.Waiters <= 0 && !c.Bool(flagAll) {
+		if !s.Held && len(s.Waiters) == 0 && !c.Bool(flagAll) {
 			continue
 		}
 		out = append(out, toEntry(s))
@@ -130,16 +131,16 @@ func runStatus(c *cli.Context) error {
 }
 
 func toEntry(s coord.Status) statusEntry {
-	e := statusEntry{Name: s.Name, Backend: s.Backend, Where: s.Where, State: "free", Token: s.Token,
-		HolderPIDs: s.Holders, WaiterPIDs: s.WaitPIDs}
+	e := statusEntry{Name: s.Name, Backend: s.Backend, Where: cmp.Or(s.File, s.Key), State: "free", Token: s.Token,
+		HolderPIDs: pids(s.Holders), WaiterPIDs: pids(s.Waiters)}
 	switch {
 	case s.Held && s.Shared:
 		e.State = "shared"
 	case s.Held:
 		e.State = "exclusive"
 	}
-	if s.Waiters >= 0 {
-		n := s.Waiters
+	if s.Known {
+		n := len(s.Waiters)
 		e.Waiters = &n
 	}
 	if st := s.Stray; st != nil {
