@@ -128,17 +128,17 @@ func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 // parse is a usage error, and the errors of its action are told apart from
 // those of parsing the command line (see exitCode).
 func command(cmd *cli.Command) *cli.Command {
-	c := *cmd // the injected command is not ours to change
-	c.OnUsageError = usageErr
-	if action := c.Action; action != nil {
-		c.Action = func(ctx *cli.Context) error {
-			if err := action(ctx); err != nil {
+	wrapped := *cmd // the injected command is not ours to change
+	wrapped.OnUsageError = usageErr
+	if action := cmd.Action; action != nil {
+		wrapped.Action = func(c *cli.Context) error {
+			if err := action(c); err != nil {
 				return &actionError{err}
 			}
 			return nil
 		}
 	}
-	return &c
+	return &wrapped
 }
 
 // usageErr is the OnUsageError of every command: a flag that does not
