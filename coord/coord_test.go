@@ -216,8 +216,9 @@ func TestEtcdSelectedButMissingFailsClosed(t *testing.T) {
 	cfg := coord.Config{Endpoints: []string{"http://127.0.0.1:1"}, LockDir: t.TempDir(), DialTimeout: 500 * time.Millisecond}
 	start := time.Now()
 	_, err := coord.New(ctx, cfg)
-	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "--fallback") {
-		t.Fatalf("New with endpoints = %v; want ErrBackendUnavailable naming the endpoint and --fallback", err)
+	var ce *coord.ConfigError
+	if !errors.Is(err, coord.ErrBackendUnavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") || !errors.As(err, &ce) || ce.Field != "Fallback" {
+		t.Fatalf("New with endpoints = %v; want ErrBackendUnavailable naming the endpoint, a ConfigError on Fallback", err)
 	}
 	if d := time.Since(start); d > 4*time.Second {
 		t.Fatalf("New failed after %s; want about the 500ms dial timeout, not the 5s default", d)

@@ -48,3 +48,17 @@ func (e *TimeoutError) Error() string {
 
 // Is reports whether target is ErrTimeout.
 func (e *TimeoutError) Is(target error) bool { return target == ErrTimeout }
+
+// ConfigError is a backend that cannot be used where a Config field bears
+// on it: Field names the field ("Endpoints", "Cert", "CACert"), or, for an
+// etcd that cannot be reached, the one that would have let coord go on
+// without it ("Fallback" with Backend auto, "Backend" when it is etcd). A
+// program can then say how its user sets that field. Its message is Err's,
+// and it matches what Err matches (ErrBackendUnavailable).
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }

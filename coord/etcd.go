@@ -44,11 +44,12 @@ func (h *etcdHeld) markDone(ctx context.Context, id string, record []byte) error
 	return etcdError(h.l.MarkDone(ctx, h.Lock, id, record))
 }
 
-// newEtcdBackend connects to etcd; hint is added to an unavailable error.
-// A backend that only reports takes no lease (see ReportOnly).
-func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint string, reportOnly bool) (backend, error) {
+// newEtcdBackend connects to etcd; an unreachable etcd is a ConfigError
+// on the field named unreachable (see New). A backend that only reports
+// takes no lease (see ReportOnly).
+func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, unreachable string, reportOnly bool) (backend, error) {
 	if len(cfg.Endpoints) == 0 {
-		return nil, fmt.Errorf("%w: etcd: no endpoints configured (--etcd-endpoints, COORD_ETCD_ENDPOINTS)", ErrBackendUnavailable)
+		return nil, &ConfigError{"Endpoints", fmt.Errorf("%w: etcd: no endpoints configured", ErrBackendUnavailable)}
 	}
 	for _, e := range cfg.Endpoints {
 		if err := checkEndpoint(e); err != nil {
@@ -85,24 +86,24 @@ func newEtcdBackend(ctx context.Context, cfg Config, log *zap.Logger, hint strin
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, err
 	case errors.Is(err, etcdlock.ErrClientCertRequired):
-		return nil, refusal{fmt.Errorf("%w: etcd requires a client certificate (--etcd-cert/--etcd-key), and none is configured: %s",
-			ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","))}
+		return nil, refusal{&ConfigError{"Cert", fmt.Errorf("%w: etcd requires a client certificate, and none is configured: %s",
+			ErrBackendUnavailable, strings.Join(cfg.Endpoints, ","))}}
 	case errors.Is(err, etcdlock.ErrClientCertRejected):
-		return nil, refusal{fmt.Errorf("%w: etcd rejects the client certificate in --etcd-cert (%s): not signed by a CA it trusts, expired, or not for client use: %s",
-			ErrBackendUnavailable, cfg.Cert, strings.Join(cfg.Endpoints, ","))}
+		return nil, refusal{&ConfigError{"Cert", fmt.Errorf("%w: etcd rejects the client certificate %s: not signed by a CA it trusts, expired, or not for client use: %s",
+			ErrBackendUnavailable, cfg.Cert, strings.Join(cfg.Endpoints, ","))}}
 	case errors.Is(err, etcdlock.ErrUntrustedServer):
 		var x509err x509.UnknownAuthorityError
 		errors.As(err, &x509err)
-		ca := "the CA in --etcd-cacert (" + cfg.CACert + ")"
+		ca := "the CA in " + cfg.CACert
 		if cfg.CACert == "" {
-			ca = "a CA this host trusts (no --etcd-cacert given)"
+			ca = "a CA this host trusts"
 		}
-		return nil, refusal{fmt.Errorf("%w: etcd's certificate is not signed by %s: %v: %s",
-			ErrBackendUnavailable, ca, x509err, strings.Join(cfg.Endpoints, ","))}
+		return nil, refusal{&ConfigError{"CACert", fmt.Errorf("%w: etcd's certificate is not signed by %s: %v: %s",
+			ErrBackendUnavailable, ca, x509err, strings.Join(cfg.Endpoints, ","))}}
 	case errors.Is(err, etcdlock.ErrRefused):
 		return nil, refusal{etcdError(err)}
 	case errors.Is(err, etcdlock.ErrUnavailable):
-		return nil, fmt.Errorf("%w: %v%s", ErrBackendUnavailable, err, hint)
+		return nil, &ConfigError{unreachable, fmt.Errorf("%w: %v", ErrBackendUnavailable, err)}
 	case err != nil:
 		return nil, fmt.Errorf("%w: etcd: %v", ErrInvalidArgument, err)
 	}

@@ -55,10 +55,10 @@ func TestEtcdTLS(t *testing.T) {
 		say     string
 	}{
 		{"mutual TLS", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, certs.ClientCert, certs.ClientKey }, nil, ""},
-		{"wrong CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = other.CA, certs.ClientCert, certs.ClientKey }, coord.ErrBackendUnavailable, "etcd's certificate is not signed by the CA in --etcd-cacert (" + other.CA + "): x509: "},
+		{"wrong CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = other.CA, certs.ClientCert, certs.ClientKey }, coord.ErrBackendUnavailable, "etcd's certificate is not signed by the CA in " + other.CA + ": x509: "},
 		// TLS 1.3: etcd (Go) refuses in an alert after the handshake.
-		{"no client certificate", func(c *coord.Config) { c.CACert = certs.CA }, coord.ErrBackendUnavailable, "etcd requires a client certificate (--etcd-cert/--etcd-key)"},
-		{"client certificate of another CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, other.ClientCert, other.ClientKey }, coord.ErrBackendUnavailable, "etcd rejects the client certificate in --etcd-cert (" + other.ClientCert + ")"},
+		{"no client certificate", func(c *coord.Config) { c.CACert = certs.CA }, coord.ErrBackendUnavailable, "etcd requires a client certificate, and none is configured"},
+		{"client certificate of another CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, other.ClientCert, other.ClientKey }, coord.ErrBackendUnavailable, "etcd rejects the client certificate " + other.ClientCert + ": "},
 		{"missing CA file", func(c *coord.Config) { c.CACert = filepath.Join(t.TempDir(), "none.pem") }, coord.ErrInvalidArgument, "CA certificate"},
 		{"key without certificate", func(c *coord.Config) { c.CACert, c.Key = certs.CA, certs.ClientKey }, coord.ErrInvalidArgument, "go together"},
 	} {
@@ -81,6 +81,15 @@ func TestEtcdTLS(t *testing.T) {
 			}
 			if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.say) {
 				t.Fatalf("New = %v; want %v saying %q", err, tc.wantErr, tc.say)
+			}
+			// The Config field that the refusal is about, for a CLI to name.
+			field := map[string]string{"wrong CA": "CACert", "no client certificate": "Cert", "client certificate of another CA": "Cert"}[tc.name]
+			got := ""
+			if ce := (*coord.ConfigError)(nil); errors.As(err, &ce) {
+				got = ce.Field
+			}
+			if got != field {
+				t.Fatalf("New = %v: ConfigError on %q; want %q", err, got, field)
 			}
 		})
 	}

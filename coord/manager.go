@@ -120,11 +120,13 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	var b backend
 	var err error
 	if kind == BackendEtcd {
-		hint := " (with --backend etcd coord never falls back to host-local locks)"
+		// The field that would have let coord go on without etcd: with
+		// Backend etcd it never falls back to host-local locks.
+		unreachable := "Backend"
 		if auto {
-			hint = " (set --fallback=file or COORD_FALLBACK=file to lock on this host only)"
+			unreachable = "Fallback"
 		}
-		b, err = newEtcdBackend(ctx, cfg, o.log, hint, o.reportOnly)
+		b, err = newEtcdBackend(ctx, cfg, o.log, unreachable, o.reportOnly)
 		if errors.Is(err, ErrBackendUnavailable) && !errors.As(err, new(refusal)) && auto && cfg.Fallback == BackendFile {
 			o.log.Warn("etcd unreachable; falling back to file locks on this host only: processes on other hosts are NOT excluded",
 				zap.Strings("endpoints", cfg.Endpoints), zap.Error(err))

@@ -60,7 +60,7 @@ func TestLocalClusterRefusals(t *testing.T) {
 			{"no client certificate", []string{"COORD_ETCD_CERT=", "COORD_ETCD_KEY="},
 				[]string{"etcd requires a client certificate", "--etcd-cert"}},
 			{"wrong CA", []string{"COORD_ETCD_CACERT=" + other.CA},
-				[]string{"etcd's certificate is not signed by the CA in --etcd-cacert", other.CA, "x509: certificate signed by unknown authority"}},
+				[]string{"etcd's certificate is not signed by the CA in " + other.CA, "x509: certificate signed by unknown authority", "(--etcd-cacert)"}},
 			{"user without the prefix", []string{"COORD_ETCD_CERT=" + nobody + ".pem", "COORD_ETCD_KEY=" + nobody + "-key.pem"},
 				[]string{`etcd user "nobody" may not use prefix ` + w.prefix, "permission denied"}},
 			{"coord outside its prefix", []string{"COORD_ETCD_PREFIX=/elsewhere"},

@@ -8,10 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/exitcode"
 	"github.com/toolchainkit/coord/internal/guard"
 )
 
@@ -70,19 +71,6 @@ const (
 	envPID         = "COORD_PID"
 )
 
-// Exit statuses (sysexits), decided only in exitCode.
-const (
-	exitOK          = 0
-	exitUsage       = 64
-	exitUnavailable = 69
-	exitInternal    = 70
-	exitLost        = 74
-	exitTimeout     = 75
-	exitInterrupted = 130
-	exitNotFound    = 127
-	exitNotExec     = 126
-)
-
 // Main runs the program with os.Args and exits with its status; SIGINT,
 // SIGTERM and SIGHUP cancel the command's context. server is the `server`
 // command; nil runs the coord-server binary for it (see execServer).
@@ -106,12 +94,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *c
 	err := app.RunContext(ctx, args)
 	code := exitCode(err)
 	if err != nil && !errors.As(err, new(*childExit)) {
-		fmt.Fprintf(stderr, "coord: %s\n", oneLine(err))
+		fmt.Fprintf(stderr, "coord: %s\n", message(err))
 	}
 	return code
 }
 
 func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
+	cmds := []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), gcCommand(), server, versionCommand()}
+	for i, cmd := range cmds {
+		cmds[i] = command(cmd)
+	}
 	return &cli.App{
 		Name:           "coord",
 		Usage:          "locks and download coordination for shared toolchain storage",
@@ -119,21 +111,39 @@ func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 		ErrWriter:      stderr,
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
-		OnUsageError:   UsageErr,
+		OnUsageError:   usageErr,
 		Flags:          globalFlags(),
-		Commands:       []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), gcCommand(), server, versionCommand()},
+		Commands:       cmds,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return Usagef("unknown command %q", c.Args().First())
+				return usagef("unknown command %q", c.Args().First())
 			}
 			return cli.ShowAppHelp(c)
 		},
 	}
 }
 
-// UsageErr is the OnUsageError of every command: a flag that does not
+// command makes cmd one of coord's, the server command that
+// cmd/coord-server injects as much as coord's own: a flag that does not
+// parse is a usage error, and the errors of its action are told apart from
+// those of parsing the command line (see exitCode).
+func command(cmd *cli.Command) *cli.Command {
+	wrapped := *cmd // the injected command is not ours to change
+	wrapped.OnUsageError = usageErr
+	if action := cmd.Action; action != nil {
+		wrapped.Action = func(c *cli.Context) error {
+			if err := action(c); err != nil {
+				return &actionError{err}
+			}
+			return nil
+		}
+	}
+	return &wrapped
+}
+
+// usageErr is the OnUsageError of every command: a flag that does not
 // parse is a usage error (exit 64).
-func UsageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
+func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
 
 // usageError marks a mistake in how coord was called (exit 64).
 type usageError struct{ err error }
@@ -141,8 +151,8 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
-// Usagef returns a usage error (exit 64).
-func Usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
+// usagef returns a usage error (exit 64).
+func usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
 
 // childExit carries the status of the command coord ran.
 type childExit struct{ code int }
@@ -165,69 +175,72 @@ type actionError struct{ err error }
 func (e *actionError) Error() string { return e.err.Error() }
 func (e *actionError) Unwrap() error { return e.err }
 
-// Action wraps a command's action so that its errors are told apart from
-// those of parsing the command line (see exitCode).
-func Action(fn func(*cli.Context) error) cli.ActionFunc {
-	return func(c *cli.Context) error {
-		if err := fn(c); err != nil {
-			return &actionError{err}
-		}
-		return nil
-	}
-}
-
 // exitCode maps an error to coord's exit status.
 func exitCode(err error) int {
 	var ce *childExit
 	var xe *exitCodeError
 	switch {
 	case err == nil:
-		return exitOK
+		return exitcode.OK
 	case errors.As(err, &ce):
 		return ce.code
 	case errors.As(err, &xe):
 		return xe.code
 	case errors.As(err, new(*usageError)), !errors.As(err, new(*actionError)):
-		return exitUsage
+		return exitcode.Usage
 	case errors.Is(err, coord.ErrInvalidName), errors.Is(err, coord.ErrInvalidArgument):
-		return exitUsage
+		return exitcode.Usage
 	case errors.Is(err, coord.ErrBackendUnavailable):
-		return exitUnavailable
+		return exitcode.Unavailable
 	case errors.Is(err, coord.ErrLockLost):
-		return exitLost
+		return exitcode.Lost
 	case errors.Is(err, coord.ErrTimeout):
-		return exitTimeout
+		return exitcode.Timeout
 	case errors.Is(err, context.Canceled):
-		return exitInterrupted
+		return exitcode.Interrupted
 	}
-	return exitInternal
+	return exitcode.Internal
 }
 
-// oneLine makes a message one Printable line: whitespace runs become one
-// space, other control characters and invalid UTF-8 are escaped, so that a
-// hostile name or path cannot drive the terminal.
-func oneLine(err error) string { return sanitize(err.Error()) }
+// message is err as coord prints it: one line, escaped (see Printable),
+// and, when a coord setting bears on it, naming the flag that sets it.
+func message(err error) string { return Printable(err.Error()) + settingHint(err) }
 
-// sanitize is oneLine for any text, such as a holder record that anyone
-// who can write the lock directory may have written.
-func sanitize(s string) string {
-	var b strings.Builder
-	for _, f := range strings.Fields(s) {
-		if b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		for i, r := range f {
-			switch {
-			case r == utf8.RuneError:
-				fmt.Fprintf(&b, "\\x%02x", f[i])
-			case unicode.IsControl(r):
-				fmt.Fprintf(&b, "\\x%02x", r)
-			default:
-				b.WriteRune(r)
-			}
-		}
+// settingHint names the flag (and env var) for the coord.Config field that
+// a ConfigError is about; the library names only its own fields.
+func settingHint(err error) string {
+	var ce *coord.ConfigError
+	if !errors.As(err, &ce) {
+		return ""
 	}
-	return b.String()
+	switch ce.Field {
+	case "Endpoints":
+		return fmt.Sprintf(" (--%s, %s)", flagEndpoints, envEndpoints)
+	case "Cert":
+		return fmt.Sprintf(" (--%s/--%s)", flagCert, flagKey)
+	case "CACert":
+		return fmt.Sprintf(" (--%s)", flagCACert)
+	case "Fallback":
+		return fmt.Sprintf(" (set --%s=file or %s=file to lock on this host only)", flagFallback, envFallback)
+	case "Backend":
+		return fmt.Sprintf(" (with --%s etcd coord never falls back to host-local locks)", flagBackend)
+	}
+	return ""
+}
+
+// Printable makes text safe to print on one line of a terminal: a lock
+// name, a path, a holder record that anyone who can write the lock
+// directory may have written, or a whole message. Runs of white space
+// become one space; if anything else would not print (a control or format
+// character, invalid UTF-8), the text is quoted and escaped as Go quotes
+// strings, so that a hostile name cannot drive the terminal and the reader
+// sees where it starts and ends.
+func Printable(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // NewLogger builds the logger from the effective --log-level and
@@ -248,7 +261,7 @@ func (g globals) logger(w io.Writer, cfg config) (*zap.Logger, error) {
 	level, format := g[flagLogLevel], g[flagLogFormat]
 	lvl, err := zapcore.ParseLevel(level.text)
 	if err != nil {
-		return nil, Usagef("%s: %v", level.from, err)
+		return nil, usagef("%s: %v", level.from, err)
 	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -260,7 +273,7 @@ func (g globals) logger(w io.Writer, cfg config) (*zap.Logger, error) {
 	case "json":
 		e = zapcore.NewJSONEncoder(enc)
 	default:
-		return nil, Usagef("%s %q: want console or json", format.from, format.text)
+		return nil, usagef("%s %q: want console or json", format.from, format.text)
 	}
 	log := zap.New(zapcore.NewCore(e, zapcore.AddSync(w), lvl))
 	for _, f := range cfg.groupReadable {
@@ -312,26 +325,26 @@ func (g globals) coordConfig() (coord.Config, error) {
 	switch cfg.Backend {
 	case coord.BackendAuto, coord.BackendFile, coord.BackendEtcd:
 	default:
-		return cfg, Usagef("%s %q: want auto, file or etcd", g[flagBackend].from, cfg.Backend)
+		return cfg, usagef("%s %q: want auto, file or etcd", g[flagBackend].from, cfg.Backend)
 	}
 	if cfg.Fallback != "none" && cfg.Fallback != coord.BackendFile {
-		return cfg, Usagef("%s %q: want none or file", g[flagFallback].from, cfg.Fallback)
+		return cfg, usagef("%s %q: want none or file", g[flagFallback].from, cfg.Fallback)
 	}
 	var err error
 	if cfg.TTL, err = g.duration(flagTTL); err != nil {
 		return cfg, err
 	}
 	if cfg.TTL < 2*time.Second || cfg.TTL%time.Second != 0 {
-		return cfg, Usagef("%s %s: want whole seconds, at least 2s", g[flagTTL].from, cfg.TTL)
+		return cfg, usagef("%s %s: want whole seconds, at least 2s", g[flagTTL].from, cfg.TTL)
 	}
 	if cfg.DialTimeout, err = g.duration(flagDial); err != nil {
 		return cfg, err
 	}
 	if cfg.DialTimeout <= 0 {
-		return cfg, Usagef("%s %s: must be positive", g[flagDial].from, cfg.DialTimeout)
+		return cfg, usagef("%s %s: must be positive", g[flagDial].from, cfg.DialTimeout)
 	}
 	if !strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/") {
-		return cfg, Usagef("%s %q: must start with '/' and not end with one", g[flagPrefix].from, cfg.Prefix)
+		return cfg, usagef("%s %q: must start with '/' and not end with one", g[flagPrefix].from, cfg.Prefix)
 	}
 	if user, pass, ok := strings.Cut(cfg.Username, ":"); ok && cfg.Password == "" {
 		cfg.Username, cfg.Password = user, pass
@@ -343,7 +356,7 @@ func (g globals) coordConfig() (coord.Config, error) {
 		}
 	}
 	if strings.TrimSpace(raw) != "" && len(cfg.Endpoints) == 0 {
-		return cfg, Usagef("%s %q: no endpoint in it", g[flagEndpoints].from, raw)
+		return cfg, usagef("%s %q: no endpoint in it", g[flagEndpoints].from, raw)
 	}
 	return cfg, nil
 }
@@ -352,7 +365,7 @@ func (g globals) coordConfig() (coord.Config, error) {
 func timeoutFlag(c *cli.Context) (time.Duration, error) {
 	d := c.Duration(flagTimeout)
 	if d < 0 {
-		return 0, Usagef("--%s %s: must not be negative (0 tries once)", flagTimeout, d)
+		return 0, usagef("--%s %s: must not be negative (0 tries once)", flagTimeout, d)
 	}
 	return d, nil
 }
@@ -361,17 +374,17 @@ func timeoutFlag(c *cli.Context) (time.Duration, error) {
 // the command after them ("--" between the two is optional).
 func splitCommand(args []string, n int, usage string) (head, cmd []string, err error) {
 	if len(args) < n {
-		return nil, nil, Usagef("missing arguments; usage: %s", usage)
+		return nil, nil, usagef("missing arguments; usage: %s", usage)
 	}
 	head, cmd = args[:n], args[n:]
 	if len(cmd) > 0 && cmd[0] == "--" {
 		cmd = cmd[1:]
 	}
 	if len(cmd) == 0 || cmd[0] == "" {
-		return nil, nil, Usagef("missing command; usage: %s", usage)
+		return nil, nil, usagef("missing command; usage: %s", usage)
 	}
 	if cmd[0] == args[n] && strings.HasPrefix(cmd[0], "-") {
-		return nil, nil, Usagef("%q after the arguments: flags go first; usage: %s", cmd[0], usage)
+		return nil, nil, usagef("%q after the arguments: flags go first; usage: %s", cmd[0], usage)
 	}
 	return head, cmd, nil
 }
@@ -389,9 +402,9 @@ func lookCommand(name string) (string, error) {
 // execError is the error for a command that cannot be run: 127 if it is
 // not found, 126 if it is not executable, as in the shell.
 func execError(name string, err error) error {
-	code := exitNotFound
+	code := exitcode.NotFound
 	if errors.Is(err, os.ErrPermission) {
-		code = exitNotExec
+		code = exitcode.NotExec
 	}
 	return &exitCodeError{code, fmt.Errorf("run %q: %w", name, err)}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/exitcode"
 )
 
 // child is the command coord runs under a lock.
@@ -75,7 +76,7 @@ func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name
 // a terminal the child stays in coord's group so that it can use the
 // terminal, and the terminal's own ^C reaches it; there only the child
 // itself is killed if coord dies (Linux).
-func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
+func (ch *child) run(ctx context.Context) (lockLost bool, err error) {
 	if ch.lockFile != nil {
 		defer ch.lockFile.Close()
 	}
@@ -116,14 +117,14 @@ func (ch *child) run(ctx context.Context) (lostErr bool, err error) {
 	for {
 		select {
 		case err := <-done:
-			return lostErr, waitStatus(cmd, err)
+			return lockLost, waitStatus(cmd, err)
 		case s := <-sigs:
 			if _, fg := terminal(); fg && s == os.Interrupt {
 				continue // from the terminal, which sent it to the child too
 			}
 			signalChild(cmd, s.(syscall.Signal), interactive)
 		case <-lost:
-			lost, lostErr = nil, true
+			lost, lockLost = nil, true
 			if ch.onLost == "warn" {
 				fmt.Fprintln(ch.stderr, "coord: warning: lock lost; the command goes on running without it")
 				continue
@@ -146,7 +147,7 @@ func waitStatus(cmd *exec.Cmd, err error) error {
 	}
 	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if ok && ws.Signaled() {
-		return &childExit{128 + int(ws.Signal())}
+		return &childExit{exitcode.Signaled + int(ws.Signal())}
 	}
 	if code := cmd.ProcessState.ExitCode(); code != 0 {
 		return &childExit{code}

@@ -169,7 +169,7 @@ func readConfigs(paths []configPath) (config, error) {
 		if secret {
 			group, others := readableBy(fi)
 			if others {
-				return config{}, Usagef("config file %s holds the etcd password but anyone on this host can read it (mode %04o): chmod o-rwx it",
+				return config{}, usagef("config file %s holds the etcd password but anyone on this host can read it (mode %04o): chmod o-rwx it",
 					p.path, fi.Mode().Perm())
 			}
 			if group {
@@ -194,23 +194,23 @@ func readConfig(p configPath) (vals map[string]value, secret bool, fi fs.FileInf
 		if !p.required && errors.Is(err, fs.ErrNotExist) {
 			return nil, false, nil, nil
 		}
-		return nil, false, nil, Usagef("config file %s: %v", p.path, bareError(err))
+		return nil, false, nil, usagef("config file %s: %v", p.path, bareError(err))
 	}
 	// Checked before opening: opening a FIFO would block.
 	if !fi.Mode().IsRegular() {
-		return nil, false, nil, Usagef("config file %s: not a regular file", p.path)
+		return nil, false, nil, usagef("config file %s: not a regular file", p.path)
 	}
 	f, err := os.Open(p.path)
 	if err != nil {
-		return nil, false, nil, Usagef("config file %s: %v", p.path, bareError(err))
+		return nil, false, nil, usagef("config file %s: %v", p.path, bareError(err))
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return nil, false, nil, Usagef("config file %s: %v", p.path, bareError(err))
+		return nil, false, nil, usagef("config file %s: %v", p.path, bareError(err))
 	}
 	if len(data) > maxConfigSize {
-		return nil, false, nil, Usagef("config file %s: larger than %d bytes", p.path, maxConfigSize)
+		return nil, false, nil, usagef("config file %s: larger than %d bytes", p.path, maxConfigSize)
 	}
 	vals, secret, err = parseConfig(p.path, data)
 	return vals, secret, fi, err
@@ -231,7 +231,7 @@ func bareError(err error) error {
 // value.
 func parseConfig(path string, data []byte) (map[string]value, bool, error) {
 	if err := checkText(data); err != nil {
-		return nil, false, Usagef("%s:%v", path, err)
+		return nil, false, usagef("%s:%v", path, err)
 	}
 	doc, err := parseYAML(data)
 	if err != nil {
@@ -245,7 +245,7 @@ func parseConfig(path string, data []byte) (map[string]value, bool, error) {
 		return nil, false, nil
 	}
 	if root.Kind != yaml.MappingNode {
-		return nil, false, Usagef("%s:%d: want a mapping of settings (key: value), not %s", path, root.Line, kindName(root))
+		return nil, false, usagef("%s:%d: want a mapping of settings (key: value), not %s", path, root.Line, kindName(root))
 	}
 	known := make(map[string]setting)
 	for _, s := range globalSettings() {
@@ -257,30 +257,30 @@ func parseConfig(path string, data []byte) (map[string]value, bool, error) {
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			return nil, false, Usagef("%s:%d: want a key, not %s", path, k.Line, kindName(k))
+			return nil, false, usagef("%s:%d: want a key, not %s", path, k.Line, kindName(k))
 		}
 		s, ok := known[k.Value]
 		if !ok {
-			return nil, false, Usagef("%s:%d: unknown key %q%s", path, k.Line, k.Value, suggestKey(k.Value))
+			return nil, false, usagef("%s:%d: unknown key %q%s", path, k.Line, k.Value, suggestKey(k.Value))
 		}
 		if first, dup := lines[s.name]; dup {
-			return nil, false, Usagef("%s:%d: %s set twice (first on line %d)", path, k.Line, s.name, first)
+			return nil, false, usagef("%s:%d: %s set twice (first on line %d)", path, k.Line, s.name, first)
 		}
 		lines[s.name] = k.Line
 		from := fmt.Sprintf("%s:%d: %s", path, v.Line, s.name)
 		text, line, err := scalarText(v, s.name == flagEndpoints)
 		if err != nil {
-			return nil, false, Usagef("%s:%d: %s: %v", path, line, s.name, err)
+			return nil, false, usagef("%s:%d: %s: %v", path, line, s.name, err)
 		}
 		if strings.ContainsRune(text, 0) {
-			return nil, false, Usagef("%s: contains a NUL byte", from)
+			return nil, false, usagef("%s: contains a NUL byte", from)
 		}
 		if text == "" {
 			continue
 		}
 		if s.path {
 			if text, err = resolvePath(path, text); err != nil {
-				return nil, false, Usagef("%s: %v", from, err)
+				return nil, false, usagef("%s: %v", from, err)
 			}
 		}
 		if s.name == flagPassword || s.name == flagUser && strings.Contains(text, ":") {
@@ -441,9 +441,9 @@ func yamlError(path string, data []byte, err error) error {
 		}
 	}
 	if line == 0 {
-		return Usagef("%s: %s", path, msg)
+		return usagef("%s: %s", path, msg)
 	}
-	return Usagef("%s:%d: %s", path, line, msg)
+	return usagef("%s:%d: %s", path, line, msg)
 }
 
 // duration parses a duration setting.
@@ -451,7 +451,7 @@ func (g globals) duration(name string) (time.Duration, error) {
 	v := g[name]
 	d, err := time.ParseDuration(v.text)
 	if err != nil {
-		return 0, Usagef("%s %q: not a duration (such as 10s)", v.from, v.text)
+		return 0, usagef("%s %q: not a duration (such as 10s)", v.from, v.text)
 	}
 	return d, nil
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/toolchainkit/coord/internal/exitcode"
 )
 
 func TestReadConfigsUserOverridesSystem(t *testing.T) {
@@ -56,7 +58,7 @@ func TestReadConfigsErrors(t *testing.T) {
 	}
 	// Only a missing file that was not asked for is skipped.
 	missing := configPath{path: filepath.Join(dir, "missing.yaml"), required: true}
-	if _, err := readConfigs([]configPath{missing}); err == nil || exitCode(&actionError{err}) != exitUsage {
+	if _, err := readConfigs([]configPath{missing}); err == nil || exitCode(&actionError{err}) != exitcode.Usage {
 		t.Errorf("readConfigs(required missing) = %v, want a usage error", err)
 	}
 }

@@ -24,15 +24,14 @@ const progressEvery = time.Second
 
 func downloadCommand() *cli.Command {
 	return &cli.Command{
-		Name:         "download",
-		Usage:        "make exactly one process fill DEST by running CMD; the others wait for it",
-		UsageText:    downloadUsage,
-		OnUsageError: UsageErr,
+		Name:      "download",
+		Usage:     "make exactly one process fill DEST by running CMD; the others wait for it",
+		UsageText: downloadUsage,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: flagTimeout, Value: defaultDownloadTimeout, Usage: "how long to wait for another download; 0 tries once"},
 			onLostFlag(),
 		},
-		Action: Action(runDownload),
+		Action: runDownload,
 	}
 }
 

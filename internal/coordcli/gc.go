@@ -20,8 +20,7 @@ func gcCommand() *cli.Command {
 		Description: "Lock files are removed only while gc holds them and nobody waits for them; never delete them with rm.\n" +
 			"Staging directories of dead downloads and destinations moved aside are found beside the destinations\n" +
 			"named by toolchain lock files and etcd download records, and looked at only while gc holds that toolchain's lock.",
-		UsageText:    gcUsage,
-		OnUsageError: UsageErr,
+		UsageText: gcUsage,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: flagOlderThan, Usage: "keep lock files used, and destinations moved aside, less than this long ago"},
 			&cli.BoolFlag{Name: flagDryRun, Usage: "say what would be removed, remove nothing"},
@@ -30,7 +29,7 @@ func gcCommand() *cli.Command {
 			&cli.BoolFlag{Name: flagRecords, Usage: "remove etcd download records whose DEST has no completion marker"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 		},
-		Action: Action(runGC),
+		Action: runGC,
 	}
 }
 
@@ -53,7 +52,7 @@ type gcOut struct {
 
 func runGC(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return Usagef("gc takes no arguments; usage: %s", gcUsage)
+		return usagef("gc takes no arguments; usage: %s", gcUsage)
 	}
 	o := coord.GCOptions{
 		OlderThan:   c.Duration(flagOlderThan),
@@ -63,7 +62,7 @@ func runGC(c *cli.Context) error {
 		EtcdRecords: c.Bool(flagRecords),
 	}
 	if o.OlderThan < 0 {
-		return Usagef("--%s %s: must not be negative", flagOlderThan, o.OlderThan)
+		return usagef("--%s %s: must not be negative", flagOlderThan, o.OlderThan)
 	}
 	m, _, err := newManager(c, nil)
 	if err != nil {
@@ -71,7 +70,7 @@ func runGC(c *cli.Context) error {
 	}
 	defer m.Close()
 	if o.EtcdRecords && m.Backend() != coord.BackendEtcd {
-		return Usagef("--%s: the %s backend keeps no download records", flagRecords, m.Backend())
+		return usagef("--%s: the %s backend keeps no download records", flagRecords, m.Backend())
 	}
 	r, err := m.GC(c.Context, o)
 	if c.Bool(flagJSON) {

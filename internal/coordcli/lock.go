@@ -7,23 +7,23 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/exitcode"
 )
 
 const lockUsage = "coord lock [--timeout D] [--shared] [--conflict-exit-code N] [--on-lost kill|warn] NAME -- CMD [ARG...]"
 
 func lockCommand() *cli.Command {
 	return &cli.Command{
-		Name:         "lock",
-		Usage:        "run a command while holding a lock",
-		UsageText:    lockUsage,
-		OnUsageError: UsageErr,
+		Name:      "lock",
+		Usage:     "run a command while holding a lock",
+		UsageText: lockUsage,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: flagTimeout, Value: coord.DefaultLockTimeout, Usage: "how long to wait for the lock; 0 tries once"},
 			&cli.BoolFlag{Name: flagShared, Usage: "take a shared lock"},
-			&cli.IntFlag{Name: flagConflict, Value: exitTimeout, Usage: "exit status when the lock is not granted in time"},
+			&cli.IntFlag{Name: flagConflict, Value: exitcode.Timeout, Usage: "exit status when the lock is not granted in time"},
 			onLostFlag(),
 		},
-		Action: Action(runLock),
+		Action: runLock,
 	}
 }
 
@@ -35,7 +35,7 @@ func onLostFlag() cli.Flag {
 func lockFlags(c *cli.Context) (onLost string, err error) {
 	onLost = c.String(flagOnLost)
 	if onLost != "kill" && onLost != "warn" {
-		return "", Usagef("--%s %q: want kill or warn", flagOnLost, onLost)
+		return "", usagef("--%s %q: want kill or warn", flagOnLost, onLost)
 	}
 	return onLost, nil
 }
@@ -60,7 +60,7 @@ func runLock(c *cli.Context) error {
 	}
 	conflict := c.Int(flagConflict)
 	if conflict < 1 || conflict > 255 {
-		return Usagef("--%s %d: want 1 to 255", flagConflict, conflict)
+		return usagef("--%s %d: want 1 to 255", flagConflict, conflict)
 	}
 	m, _, err := newManager(c, argv)
 	if err != nil {

@@ -45,7 +45,7 @@ func waitNotice(ctx context.Context, m *coord.Manager, name, what string, timeou
 			if ctx.Err() != nil {
 				return
 			}
-			who := describeHolder(s, err)
+			who := Printable(describeHolder(s, err)) // a holder record is anyone's to write
 			key := who
 			if s.Holder != nil { // the same holder: do not repeat for its clock
 				key = fmt.Sprintf("%d@%s#%d", s.Holder.PID, s.Holder.Host, s.Holder.Token)
@@ -55,7 +55,7 @@ func waitNotice(ctx context.Context, m *coord.Manager, name, what string, timeou
 				if timeout > 0 {
 					msg += fmt.Sprintf(" of %s", timeout)
 				}
-				fmt.Fprintln(w, sanitize(msg))
+				fmt.Fprintln(w, msg)
 				last, lastAt = key, time.Now()
 			}
 			t.Reset(noticeCheck)
@@ -69,7 +69,7 @@ func describeHolder(s coord.Status, err error) string {
 	holders := pids(s.Holders)
 	switch {
 	case err != nil:
-		return "holder unknown (" + oneLine(err) + ")"
+		return "holder unknown (" + err.Error() + ")"
 	case s.Holder != nil:
 		return "held by " + s.Holder.String()
 	case s.Held && s.Shared && len(holders) > 0:

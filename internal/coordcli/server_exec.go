@@ -32,7 +32,7 @@ func execServer(args []string) *cli.Command {
 		Name:            "server",
 		Usage:           "run a single-member etcd for trying fleet mode (runs " + serverBinary + ")",
 		SkipFlagParsing: true,
-		Action: Action(func(*cli.Context) error {
+		Action: func(*cli.Context) error {
 			if os.Getenv(envServerExec) != "" {
 				return fmt.Errorf("%w: %s is a plain coord, without the server", coord.ErrBackendUnavailable, os.Getenv(envServerExec))
 			}
@@ -46,7 +46,7 @@ func execServer(args []string) *cli.Command {
 				return err
 			}
 			return fmt.Errorf("%w: run %s: %v", coord.ErrBackendUnavailable, path, err)
-		}),
+		},
 	}
 }
 

@@ -15,15 +15,14 @@ import (
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:         "status",
-		Usage:        "list the locks that are held or awaited",
-		UsageText:    "coord status [--all] [--json]",
-		OnUsageError: UsageErr,
+		Name:      "status",
+		Usage:     "list the locks that are held or awaited",
+		UsageText: "coord status [--all] [--json]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 			&cli.BoolFlag{Name: flagAll, Usage: "include locks nobody holds or awaits"},
 		},
-		Action: Action(runStatus),
+		Action: runStatus,
 	}
 }
 
@@ -60,7 +59,7 @@ type holderOut struct {
 
 func runStatus(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return Usagef("status takes no arguments")
+		return usagef("status takes no arguments")
 	}
 	// No lease, no writes: status works while etcd is out of space.
 	m, _, err := newManager(c, nil, coord.ReportOnly())
@@ -74,7 +73,7 @@ func runStatus(c *cli.Context) error {
 	}
 	// Held locks still show, and are released as usual: new ones fail.
 	if err := m.Check(c.Context); err != nil {
-		fmt.Fprintf(c.App.ErrWriter, "coord: warning: %s\n", oneLine(err))
+		fmt.Fprintf(c.App.ErrWriter, "coord: warning: %s\n", message(err))
 	}
 	var out []statusEntry
 	for _, s := range all {
@@ -124,7 +123,7 @@ func runStatus(c *cli.Context) error {
 	}
 	for _, s := range all {
 		if s.Stray != nil {
-			fmt.Fprintf(c.App.Writer, "%s: blocked by %s\n", Printable(s.Name), sanitize(s.Stray.String()))
+			fmt.Fprintf(c.App.Writer, "%s: blocked by %s\n", Printable(s.Name), Printable(s.Stray.String()))
 		}
 	}
 	return nil
@@ -154,14 +153,4 @@ func toEntry(s coord.Status) statusEntry {
 		}
 	}
 	return e
-}
-
-// Printable escapes control characters so that a hostile lock name cannot
-// drive the terminal.
-func Printable(s string) string {
-	q := fmt.Sprintf("%q", s)
-	if q[1:len(q)-1] == s {
-		return s
-	}
-	return q
 }

@@ -24,31 +24,24 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
-)
 
-// Exit statuses: coord's own (internal/coordcli decides them for coord;
-// these are the few the guard can end with before CMD runs), and the
-// shell's for a command that cannot be run.
-const (
-	exitUsage       = 64
-	exitInterrupted = 130
-	exitNotFound    = 127
-	exitNotExec     = 126
+	"github.com/toolchainkit/coord/internal/exitcode"
 )
 
 // Main runs the guard: args are COORD_PID -- CMD [ARG...]. It returns CMD's
-// exit status, 128+N if CMD died of signal N.
+// exit status, 128+N if CMD died of signal N; before CMD runs, one of
+// coord's own (package exitcode).
 func Main(args []string, stderr io.Writer) int {
 	if len(args) < 3 || args[1] != "--" {
 		fmt.Fprintln(stderr, "coord: usage: coord-guard PID -- CMD [ARG...] (internal)")
-		return exitUsage
+		return exitcode.Usage
 	}
 	// fd 3 is coord's lock: we hold it until we die, CMD does not inherit it.
 	syscall.CloseOnExec(3)
 	parent, err := strconv.Atoi(args[0])
 	if err != nil {
 		fmt.Fprintln(stderr, "coord: guard: bad pid")
-		return exitUsage
+		return exitcode.Usage
 	}
 	// INT, TERM and HUP come to the whole group from coord, CMD included:
 	// the guard ignores them and waits for CMD.
@@ -56,7 +49,7 @@ func Main(args []string, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGUSR2, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	orphaned := func() bool { return os.Getppid() != parent }
 	if orphaned() {
-		return exitInterrupted
+		return exitcode.Interrupted
 	}
 	cmd := exec.Command(args[2], args[3:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -64,9 +57,9 @@ func Main(args []string, stderr io.Writer) int {
 		// coord found CMD a moment ago: this is a rare race.
 		fmt.Fprintf(stderr, "coord: run %q: %q\n", args[2], err.Error()) // quoted: no control character reaches the terminal
 		if errors.Is(err, os.ErrPermission) {
-			return exitNotExec
+			return exitcode.NotExec
 		}
-		return exitNotFound
+		return exitcode.NotFound
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -75,7 +68,7 @@ func Main(args []string, stderr io.Writer) int {
 		case <-done:
 			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
 			if ws.Signaled() {
-				return 128 + int(ws.Signal())
+				return exitcode.Signaled + int(ws.Signal())
 			}
 			return cmd.ProcessState.ExitCode()
 		case s := <-sigs:

@@ -5,10 +5,12 @@ package guard
 import (
 	"fmt"
 	"io"
+
+	"github.com/toolchainkit/coord/internal/exitcode"
 )
 
 // Main refuses: only Linux has the parent-death signal a guard needs.
 func Main(_ []string, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "coord: the guard is Linux only")
-	return 64
+	return exitcode.Usage
 }

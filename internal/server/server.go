@@ -1,5 +1,9 @@
 // Package server is coord's `server` command: a single-member etcd,
-// embedded. Only coord-server links it (see cmd/coord-server).
+// embedded. Only coord-server links it (see cmd/coord-server), which hands
+// the command to coord's CLI (internal/coordcli). It does not import the
+// CLI: what it takes from it (the logger, terminal escaping) is passed to
+// Command, and its errors say what they are with coord's sentinels, which
+// the CLI turns into exit statuses.
 package server
 
 import (
@@ -26,7 +30,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/toolchainkit/coord/coord"
-	"github.com/toolchainkit/coord/internal/coordcli"
 )
 
 // Flag names and the environment variables that set them.
@@ -58,8 +61,11 @@ const (
 )
 
 // Command is coord's `server` command: it serves a single-member etcd,
-// embedded, until interrupted.
-func Command() *cli.Command {
+// embedded, until interrupted. newLogger builds the program's logger from
+// its global flags (--log-level, --log-format); printable makes text safe
+// to print on a terminal.
+func Command(newLogger func(*cli.Context) (*zap.Logger, error), printable func(string) string) *cli.Command {
+	s := &server{newLogger: newLogger, printable: printable}
 	return &cli.Command{
 		Name:  "server",
 		Usage: "run a single-member etcd for trying fleet mode (embedded, no etcd to install)",
@@ -67,8 +73,7 @@ func Command() *cli.Command {
 			"Prints a line containing \"ready\" on stdout once it serves. Without TLS the client and peer URLs\n" +
 			"must be loopback addresses unless --insecure-listen is given: anyone who can reach the port can\n" +
 			"take, break and forge every lock. etcd logs to stderr at the global --log-level (default warn).",
-		UsageText:    serverUsage,
-		OnUsageError: coordcli.UsageErr,
+		UsageText: serverUsage,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagDataDir, EnvVars: []string{envDataDir}, Usage: "directory for etcd's data (created 0700 if missing)"},
 			&cli.StringFlag{Name: flagClientURL, EnvVars: []string{envClientURL}, Value: defaultClientURL, Usage: "URL to serve clients on; https needs --cert-file and --key-file"},
@@ -78,9 +83,24 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: flagTrustedCA, Usage: "CA that client certificates must chain to (enables client certificate authentication)"},
 			&cli.BoolFlag{Name: flagInsecure, Usage: "allow plain-HTTP URLs on non-loopback addresses"},
 		},
-		Action: coordcli.Action(runServer),
+		Action: s.run,
 	}
 }
+
+// server is what the command takes from the program it is part of.
+type server struct {
+	newLogger func(*cli.Context) (*zap.Logger, error)
+	printable func(string) string
+}
+
+// usageError is a mistake in how the server was called: it reads as its
+// message alone, and matches coord.ErrInvalidArgument (exit 64 in coord).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string        { return e.msg }
+func (e *usageError) Is(target error) bool { return target == coord.ErrInvalidArgument }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
 // serverConfig is the checked command line of coord server.
 type serverConfig struct {
@@ -89,15 +109,15 @@ type serverConfig struct {
 	tls          transport.TLSInfo
 }
 
-func runServer(c *cli.Context) error {
+func (s *server) run(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return coordcli.Usagef("server takes no arguments; usage: %s", serverUsage)
+		return usagef("server takes no arguments; usage: %s", serverUsage)
 	}
 	sc, err := serverFlags(c)
 	if err != nil {
 		return err
 	}
-	log, err := coordcli.NewLogger(c)
+	log, err := s.newLogger(c)
 	if err != nil {
 		return err
 	}
@@ -137,7 +157,7 @@ func runServer(c *cli.Context) error {
 	case <-timer.C:
 		return fmt.Errorf("%w: etcd not ready after %s", coord.ErrBackendUnavailable, readyTimeout)
 	}
-	fmt.Fprintf(c.App.Writer, "ready: etcd serving on %s (data dir %s)\n", sc.client.String(), coordcli.Printable(sc.dataDir))
+	fmt.Fprintf(c.App.Writer, "ready: etcd serving on %s (data dir %s)\n", sc.client.String(), s.printable(sc.dataDir))
 
 	select {
 	case <-c.Context.Done():
@@ -162,7 +182,7 @@ func serverFlags(c *cli.Context) (serverConfig, error) {
 	var sc serverConfig
 	dir := c.String(flagDataDir)
 	if dir == "" {
-		return sc, coordcli.Usagef("--%s is required; usage: %s", flagDataDir, serverUsage)
+		return sc, usagef("--%s is required; usage: %s", flagDataDir, serverUsage)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -173,9 +193,9 @@ func serverFlags(c *cli.Context) (serverConfig, error) {
 	certFile, keyFile, caFile := c.String(flagCertFile), c.String(flagKeyFile), c.String(flagTrustedCA)
 	switch {
 	case (certFile == "") != (keyFile == ""):
-		return sc, coordcli.Usagef("--%s and --%s go together", flagCertFile, flagKeyFile)
+		return sc, usagef("--%s and --%s go together", flagCertFile, flagKeyFile)
 	case caFile != "" && certFile == "":
-		return sc, coordcli.Usagef("--%s needs --%s and --%s", flagTrustedCA, flagCertFile, flagKeyFile)
+		return sc, usagef("--%s needs --%s and --%s", flagTrustedCA, flagCertFile, flagKeyFile)
 	}
 	useTLS := certFile != ""
 	insecure := c.Bool(flagInsecure)
@@ -279,7 +299,7 @@ func listenURL(flag, raw string, tls, insecure bool) (url.URL, error) {
 // server uses it: etcd itself would wait forever for its database's lock.
 func lockDataDir(dir string) (unlock func(), err error) {
 	unusable := func(err error) error {
-		return fmt.Errorf("%w: data dir %s: %v", coord.ErrBackendUnavailable, coordcli.Printable(dir), err)
+		return fmt.Errorf("%w: data dir %s: %v", coord.ErrBackendUnavailable, dir, err) // the CLI escapes every message
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, unusable(err)

@@ -57,3 +57,13 @@ func TestListenURL(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageErrorIsInvalidArgument: the server's usage errors read as their
+// message alone and match coord.ErrInvalidArgument, which coord's CLI
+// reports with exit 64; the server does not import the CLI.
+func TestUsageErrorIsInvalidArgument(t *testing.T) {
+	err := usagef("--%s is required", flagDataDir)
+	if err.Error() != "--data-dir is required" || !errors.Is(err, coord.ErrInvalidArgument) {
+		t.Fatalf("usagef = %q (invalid argument: %v); want %q, an invalid argument", err, errors.Is(err, coord.ErrInvalidArgument), "--data-dir is required")
+	}
+}
