@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,12 +25,43 @@ type lockEntry struct {
 	waiting bool
 }
 
+// readLockTable reads /proc/locks until two reads agree (at most four) and
+// merges what they saw. The kernel serves the file a page per read and lets
+// go of its lists in between: a lock released meanwhile shifts the rest,
+// and a lock listed after it can slip out of that read, which would show a
+// held lock as free. Two equal reads saw no change; otherwise a lock held
+// throughout is missed only if that happened to it in every read. A lock
+// released during the reads may still show as held, which a status can
+// afford.
 func readLockTable() lockTable {
-	b, err := os.ReadFile("/proc/locks")
-	if err != nil {
-		return nil
+	var t lockTable
+	var last []byte
+	for range 4 {
+		b, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			return nil
+		}
+		if bytes.Equal(b, last) {
+			break
+		}
+		t, last = t.merge(parseLockTable(b)), b
 	}
-	return parseLockTable(b)
+	return t
+}
+
+// merge adds u's entries that t lacks to t, and returns t.
+func (t lockTable) merge(u lockTable) lockTable {
+	if t == nil {
+		return u
+	}
+	for k, es := range u {
+		for _, e := range es {
+			if !slices.Contains(t[k], e) {
+				t[k] = append(t[k], e)
+			}
+		}
+	}
+	return t
 }
 
 // parseLockTable reads lines such as
