@@ -636,22 +636,14 @@ func (r *crashRun) record(t *testing.T) []byte {
 // toolchain lock of id, and fails if w ends first or none comes in 20s.
 func waitForWaiter(t *testing.T, m *coord.Manager, id string, w *worker) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := m.Inspect(context.Background(), coord.ToolchainLockName(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Waiters > 0 {
-			return
-		}
+	waitUntil(t, 20*time.Second, func() error {
 		select {
 		case <-w.done:
 			t.Fatalf("caller %s ended without waiting: %v\n%s", w.spec.Label, w.kill(), w.output())
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatalf("no waiter for %s after 20s", coord.ToolchainLockName(id))
+		return queued(m, coord.ToolchainLockName(id))
+	})
 }
 
 // readTree returns dir's files as "name=content" lines.

@@ -184,7 +184,8 @@ func TestEtcdDownloadOnce(t *testing.T) {
 // is done, whose dest has no marker (storage not shared), downloads itself.
 func TestEtcdDoneButDestNotShared(t *testing.T) {
 	cfg := sharedConfig(t)
-	a := coord.NewDownloadCoordinator(etcdManager(t, cfg))
+	ma := etcdManager(t, cfg)
+	a := coord.NewDownloadCoordinator(ma)
 	b := coord.NewDownloadCoordinator(etcdManager(t, cfg))
 	hostA, hostB := filepath.Join(t.TempDir(), "sdk"), filepath.Join(t.TempDir(), "sdk")
 	first, err := a.Coordinate(context.Background(), "sdk", hostA)
@@ -199,7 +200,7 @@ func TestEtcdDoneButDestNotShared(t *testing.T) {
 		}
 		got <- d
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitUntil(t, 10*time.Second, func() error { return queued(ma, coord.ToolchainLockName("sdk")) })
 	os.WriteFile(filepath.Join(first.StagingDir(), "f"), nil, 0o644)
 	if err := first.Commit(); err != nil {
 		t.Fatal(err)

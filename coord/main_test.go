@@ -1,12 +1,14 @@
 package coord_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -79,4 +81,34 @@ func etcdPrefix(tb testing.TB) string {
 // tb's own.
 func sharedConfig(tb testing.TB) coord.Config {
 	return coord.Config{Endpoints: []string{etcdEndpoint(tb)}, Prefix: etcdPrefix(tb)}
+}
+
+// waitUntil returns once cond returns nil, and fails tb with cond's last
+// error if that takes longer than d.
+func waitUntil(tb testing.TB, d time.Duration, cond func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %s: %v", d, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// queued reports nil once m's backend shows a process waiting for lock
+// name, and else why not.
+func queued(m *coord.Manager, name string) error {
+	st, err := m.Inspect(context.Background(), name)
+	switch {
+	case err != nil:
+		return err
+	case st.Waiters > 0:
+		return nil
+	}
+	return fmt.Errorf("lock %q: %+v; want a waiter", name, st)
 }
