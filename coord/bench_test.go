@@ -20,7 +20,6 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/toolchainkit/coord/coord"
-	"github.com/toolchainkit/coord/internal/etcdtest"
 )
 
 // Benchmarks of the library as a whole: how fast a committed download
@@ -28,22 +27,20 @@ import (
 // The anchors are what one would write without coord: gofrs/flock on a
 // lock file, a bare concurrency.Mutex on etcd.
 
-// benchEtcd starts an embedded etcd (no fsync) for one benchmark.
-func benchEtcd(b *testing.B) string {
-	s, err := etcdtest.StartEmbedded(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Stop() })
-	return s.Endpoint
+// benchEtcd is where a benchmark locks on etcd: the package's shared
+// embedded etcd (no fsync) and a key prefix of the benchmark's own.
+type benchEtcd struct{ endpoint, prefix string }
+
+func newBenchEtcd(b *testing.B) benchEtcd {
+	return benchEtcd{etcdEndpoint(b), etcdPrefix(b)}
 }
 
-// benchManager returns a Manager on the file backend in lockDir, or on the
-// etcd at endpoint when that is set.
-func benchManager(b *testing.B, lockDir, endpoint string) *coord.Manager {
+// benchManager returns a Manager on the file backend in lockDir, or on
+// etcd when e is set.
+func benchManager(b *testing.B, lockDir string, e benchEtcd) *coord.Manager {
 	cfg := coord.Config{Backend: coord.BackendFile, LockDir: lockDir}
-	if endpoint != "" {
-		cfg = coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{endpoint}, Prefix: "/bench"}
+	if e.endpoint != "" {
+		cfg = coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{e.endpoint}, Prefix: e.prefix}
 	}
 	m, err := coord.New(context.Background(), cfg)
 	if err != nil {
@@ -54,11 +51,12 @@ func benchManager(b *testing.B, lockDir, endpoint string) *coord.Manager {
 }
 
 // benchMutexes returns n makers of concurrency.Mutex, each on a session
-// (and client) of its own, as n processes would have.
-func benchMutexes(b *testing.B, endpoint string, n int) []func(key string) *concurrency.Mutex {
+// (and client) of its own, as n processes would have; a key is put under
+// e's prefix.
+func benchMutexes(b *testing.B, e benchEtcd, n int) []func(key string) *concurrency.Mutex {
 	var ms []func(string) *concurrency.Mutex
 	for range n {
-		c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.endpoint}, DialTimeout: 5 * time.Second})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -67,7 +65,7 @@ func benchMutexes(b *testing.B, endpoint string, n int) []func(key string) *conc
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { s.Close(); c.Close() })
-		ms = append(ms, func(key string) *concurrency.Mutex { return concurrency.NewMutex(s, key) })
+		ms = append(ms, func(key string) *concurrency.Mutex { return concurrency.NewMutex(s, e.prefix+key) })
 	}
 	return ms
 }
@@ -130,11 +128,11 @@ func fanout(b *testing.B, n int, side fanoutSide) {
 
 // coordSide downloads with DownloadCoordinator, one Manager per caller as
 // separate processes would have.
-func coordSide(b *testing.B, n int, endpoint string, settle time.Duration) fanoutSide {
+func coordSide(b *testing.B, n int, e benchEtcd, settle time.Duration) fanoutSide {
 	locks := b.TempDir()
 	dcs := make([]*coord.DownloadCoordinator, n+1)
 	for i := range dcs {
-		dcs[i] = coord.NewDownloadCoordinator(benchManager(b, locks, endpoint))
+		dcs[i] = coord.NewDownloadCoordinator(benchManager(b, locks, e))
 	}
 	ctx := context.Background()
 	return fanoutSide{
@@ -219,7 +217,7 @@ func naiveSide(b *testing.B, settle time.Duration, lock func(i int, id string) (
 func BenchmarkFanoutFile_Coord(b *testing.B) {
 	for _, n := range benchFanouts {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			fanout(b, n, coordSide(b, n, "", 50*time.Millisecond))
+			fanout(b, n, coordSide(b, n, benchEtcd{}, 50*time.Millisecond))
 		})
 	}
 }
@@ -245,21 +243,19 @@ func BenchmarkFanoutFile_Naive(b *testing.B) {
 const benchEtcdSettle = 300 * time.Millisecond
 
 func BenchmarkFanoutEtcd_Coord(b *testing.B) {
-	endpoint := benchEtcd(b)
 	for _, n := range benchFanouts {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			fanout(b, n, coordSide(b, n, endpoint, benchEtcdSettle))
+			fanout(b, n, coordSide(b, n, newBenchEtcd(b), benchEtcdSettle))
 		})
 	}
 }
 
 // Anchor: a bare concurrency.Mutex per caller, one waiter after the other.
 func BenchmarkFanoutEtcd_Naive(b *testing.B) {
-	endpoint := benchEtcd(b)
 	ctx := context.Background()
 	for _, n := range benchFanouts {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			mutexes := benchMutexes(b, endpoint, n+1)
+			mutexes := benchMutexes(b, newBenchEtcd(b), n+1)
 			fanout(b, n, naiveSide(b, benchEtcdSettle, func(i int, id string) func() {
 				m := mutexes[i+1]("/naive/locks/" + id)
 				if err := m.Lock(ctx); err != nil {
@@ -328,7 +324,7 @@ func heldLocks(b *testing.B, take func(i int) (release func())) {
 }
 
 func BenchmarkHeldLocksFile_Coord(b *testing.B) {
-	m := benchManager(b, b.TempDir(), "")
+	m := benchManager(b, b.TempDir(), benchEtcd{})
 	ctx := context.Background()
 	heldLocks(b, func(i int) func() {
 		l, err := m.Lock(ctx, "held/"+strconv.Itoa(i), coord.WithTimeout(0))
@@ -352,7 +348,7 @@ func BenchmarkHeldLocksFile_GofrsFlock(b *testing.B) {
 }
 
 func BenchmarkHeldLocksEtcd_Coord(b *testing.B) {
-	m := benchManager(b, "", benchEtcd(b))
+	m := benchManager(b, "", newBenchEtcd(b))
 	ctx := context.Background()
 	heldLocks(b, func(i int) func() {
 		l, err := m.Lock(ctx, "held/"+strconv.Itoa(i), coord.WithTimeout(0))
@@ -365,7 +361,7 @@ func BenchmarkHeldLocksEtcd_Coord(b *testing.B) {
 
 // Anchor: bare concurrency.Mutex, all on one session.
 func BenchmarkHeldLocksEtcd_Mutex(b *testing.B) {
-	mutex := benchMutexes(b, benchEtcd(b), 1)[0]
+	mutex := benchMutexes(b, newBenchEtcd(b), 1)[0]
 	ctx := context.Background()
 	heldLocks(b, func(i int) func() {
 		m := mutex("/held/" + strconv.Itoa(i))
@@ -408,8 +404,8 @@ func waiters(b *testing.B, settle time.Duration, hold func() (release func()), w
 
 // coordWaiters: the waiters share one Manager, as goroutines of one
 // program do; the holder is another Manager.
-func coordWaiters(b *testing.B, settle time.Duration, lockDir, endpoint string) {
-	holder, m := benchManager(b, lockDir, endpoint), benchManager(b, lockDir, endpoint)
+func coordWaiters(b *testing.B, settle time.Duration, lockDir string, e benchEtcd) {
+	holder, m := benchManager(b, lockDir, e), benchManager(b, lockDir, e)
 	waiters(b, settle, func() func() {
 		l, err := holder.Lock(context.Background(), "w")
 		if err != nil {
@@ -424,7 +420,7 @@ func coordWaiters(b *testing.B, settle time.Duration, lockDir, endpoint string) 
 }
 
 func BenchmarkWaitersFile_Coord(b *testing.B) {
-	coordWaiters(b, 100*time.Millisecond, b.TempDir(), "")
+	coordWaiters(b, 100*time.Millisecond, b.TempDir(), benchEtcd{})
 }
 
 // Anchor: gofrs/flock's blocking Lock (it cannot be cancelled: each waiter
@@ -446,12 +442,12 @@ func BenchmarkWaitersFile_GofrsFlock(b *testing.B) {
 }
 
 func BenchmarkWaitersEtcd_Coord(b *testing.B) {
-	coordWaiters(b, benchEtcdSettle, "", benchEtcd(b))
+	coordWaiters(b, benchEtcdSettle, "", newBenchEtcd(b))
 }
 
 // Anchor: bare concurrency.Mutex waiters on one session, one watch each.
 func BenchmarkWaitersEtcd_Mutex(b *testing.B) {
-	mutexes := benchMutexes(b, benchEtcd(b), 2)
+	mutexes := benchMutexes(b, newBenchEtcd(b), 2)
 	waiters(b, benchEtcdSettle, func() func() {
 		m := mutexes[0]("/w")
 		if err := m.Lock(context.Background()); err != nil {

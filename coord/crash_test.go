@@ -24,10 +24,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/toolchainkit/coord/coord"
 	"github.com/toolchainkit/coord/etcdlock"
-	"github.com/toolchainkit/coord/internal/etcdtest"
 )
 
 // The crash tests kill a downloader — this test binary re-executed as a
@@ -358,14 +358,10 @@ func TestCrashDownloadRandom(t *testing.T) {
 	}
 }
 
-// crashBackends are the file backend and an embedded etcd of this test.
+// crashBackends are the file backend and the package's shared etcd (each
+// run keeps to a prefix of its own: newCrashRun).
 func crashBackends(t *testing.T) []crashBackend {
-	s, err := etcdtest.StartEmbedded(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	return []crashBackend{{name: "file"}, {name: "etcd", endpoint: s.Endpoint}}
+	return []crashBackend{{name: "file"}, {name: "etcd", endpoint: etcdEndpoint(t)}}
 }
 
 // crashRun is one download in a crash test: its locks, its dest.
@@ -379,7 +375,7 @@ type crashRun struct {
 }
 
 func newCrashRun(t *testing.T, be crashBackend, incomplete bool) *crashRun {
-	r := &crashRun{be: be, lockDir: t.TempDir(), prefix: "/crash/" + strings.ReplaceAll(t.Name(), "/", "_"), id: "sdk", parent: t.TempDir()}
+	r := &crashRun{be: be, lockDir: t.TempDir(), prefix: etcdPrefix(t), id: "sdk", parent: t.TempDir()}
 	r.dest = filepath.Join(r.parent, "sdk")
 	if incomplete {
 		if err := os.MkdirAll(r.dest, 0o755); err != nil {
@@ -406,7 +402,7 @@ func (r *crashRun) manager(t *testing.T) *coord.Manager {
 	if r.be.endpoint != "" {
 		cfg = coord.Config{Backend: coord.BackendEtcd, Endpoints: []string{r.be.endpoint}, Prefix: r.prefix}
 	}
-	m, err := coord.New(context.Background(), cfg)
+	m, err := coord.New(context.Background(), cfg, coord.WithLogger(zaptest.NewLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -640,22 +636,14 @@ func (r *crashRun) record(t *testing.T) []byte {
 // toolchain lock of id, and fails if w ends first or none comes in 20s.
 func waitForWaiter(t *testing.T, m *coord.Manager, id string, w *worker) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := m.Inspect(context.Background(), coord.ToolchainLockName(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(st.Waiters) > 0 {
-			return
-		}
+	waitUntil(t, 20*time.Second, func() error {
 		select {
 		case <-w.done:
 			t.Fatalf("caller %s ended without waiting: %v\n%s", w.spec.Label, w.kill(), w.output())
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatalf("no waiter for %s after 20s", coord.ToolchainLockName(id))
+		return queued(m, coord.ToolchainLockName(id))
+	})
 }
 
 // readTree returns dir's files as "name=content" lines.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/toolchainkit/coord/coord"
 	"github.com/toolchainkit/coord/internal/etcdtest"
@@ -29,7 +30,7 @@ func startEtcd(t *testing.T, opts ...etcdtest.Option) *etcdtest.Server {
 func etcdManager(t *testing.T, cfg coord.Config) *coord.Manager {
 	t.Helper()
 	cfg.Backend = coord.BackendEtcd
-	m, err := coord.New(context.Background(), cfg)
+	m, err := coord.New(context.Background(), cfg, coord.WithLogger(zaptest.NewLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,16 +185,16 @@ func TestEtcdBadConfig(t *testing.T) {
 // The download contract on etcd: one fetch, everyone returns together,
 // woken by the download record.
 func TestEtcdDownloadOnce(t *testing.T) {
-	s := startEtcd(t)
-	checkDoOnce(t, func() *coord.Manager { return etcdManager(t, coord.Config{Endpoints: []string{s.Endpoint}}) })
+	cfg := sharedConfig(t)
+	checkDoOnce(t, func() *coord.Manager { return etcdManager(t, cfg) })
 }
 
 // The marker in dest is the truth: a waiter told by etcd that the download
 // is done, whose dest has no marker (storage not shared), downloads itself.
 func TestEtcdDoneButDestNotShared(t *testing.T) {
-	s := startEtcd(t)
-	cfg := coord.Config{Endpoints: []string{s.Endpoint}}
-	a := coord.NewDownloadCoordinator(etcdManager(t, cfg))
+	cfg := sharedConfig(t)
+	ma := etcdManager(t, cfg)
+	a := coord.NewDownloadCoordinator(ma)
 	b := coord.NewDownloadCoordinator(etcdManager(t, cfg))
 	hostA, hostB := filepath.Join(t.TempDir(), "sdk"), filepath.Join(t.TempDir(), "sdk")
 	first, err := a.Coordinate(context.Background(), "sdk", hostA)
@@ -208,7 +209,7 @@ func TestEtcdDoneButDestNotShared(t *testing.T) {
 		}
 		got <- d
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitUntil(t, 10*time.Second, func() error { return queued(ma, coord.ToolchainLockName("sdk")) })
 	os.WriteFile(filepath.Join(first.StagingDir(), "f"), nil, 0o644)
 	if err := first.Commit(context.Background()); err != nil {
 		t.Fatal(err)
@@ -227,8 +228,7 @@ func TestEtcdDoneButDestNotShared(t *testing.T) {
 // A downloader whose lock went to another, who cleared its staging
 // directory, is told at Commit that it lost the lock.
 func TestEtcdCommitAfterTakeover(t *testing.T) {
-	s := startEtcd(t)
-	cfg := coord.Config{Endpoints: []string{s.Endpoint}}
+	cfg := sharedConfig(t)
 	a := coord.NewDownloadCoordinator(etcdManager(t, cfg))
 	b := coord.NewDownloadCoordinator(etcdManager(t, cfg))
 	dest := filepath.Join(t.TempDir(), "sdk")
@@ -237,12 +237,12 @@ func TestEtcdCommitAfterTakeover(t *testing.T) {
 		t.Fatalf("first = %v, %v", stale, err)
 	}
 	defer stale.Close()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 5 * time.Second})
+	c, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Delete(context.Background(), "/toolchainkit/locks/", clientv3.WithPrefix()); err != nil {
+	if _, err := c.Delete(context.Background(), cfg.Prefix+"/locks/", clientv3.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
 	next, err := b.Coordinate(context.Background(), "sdk", dest, coord.WithTimeout(5*time.Second))

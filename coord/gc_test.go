@@ -149,8 +149,8 @@ func TestGCBadOptions(t *testing.T) {
 // etcd download records: one whose dest lost its marker is removed only
 // with EtcdRecords; a complete one, and one of another host, stay.
 func TestEtcdGCRecords(t *testing.T) {
-	s := startEtcd(t)
-	m := etcdManager(t, coord.Config{Endpoints: []string{s.Endpoint}})
+	cfg := sharedConfig(t)
+	m := etcdManager(t, cfg)
 	dc := coord.NewDownloadCoordinator(m)
 	parent := t.TempDir()
 	fetch := func(_ context.Context, dir string) error { return os.WriteFile(filepath.Join(dir, "f"), nil, 0o644) }
@@ -160,13 +160,13 @@ func TestEtcdGCRecords(t *testing.T) {
 		}
 	}
 	os.RemoveAll(filepath.Join(parent, "gone"))
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
 	ctx := context.Background()
-	const pfx = "/toolchainkit/downloads/"
+	pfx := cfg.Prefix + "/downloads/"
 	if _, err := cli.Put(ctx, pfx+"elsewhere", `{"id":"elsewhere","dest":"/nonexistent/x","host":"other-host"}`); err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,10 @@ import (
 // lock write them, are holders; any other key under a lock's prefix is a
 // stray, with or without a lease.
 func TestEtcdStray(t *testing.T) {
-	s := startEtcd(t)
+	cfg := sharedConfig(t)
+	p := cfg.Prefix
 	ctx := context.Background()
-	m := etcdManager(t, coord.Config{Endpoints: []string{s.Endpoint}, Prefix: "/p"})
+	m := etcdManager(t, cfg)
 	for range 2 { // the second key of one Manager is <lease>-1.s
 		l, err := m.Lock(ctx, "shared", coord.Shared())
 		if err != nil {
@@ -26,7 +27,7 @@ func TestEtcdStray(t *testing.T) {
 		}
 		defer l.Unlock()
 	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 5 * time.Second})
+	c, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestEtcdStray(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	mu := concurrency.NewMutex(sess, "/p/locks/mutex")
+	mu := concurrency.NewMutex(sess, p+"/locks/mutex")
 	if err := mu.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -45,9 +46,9 @@ func TestEtcdStray(t *testing.T) {
 		key   string
 		lease clientv3.LeaseID
 	}{
-		{"/p/locks/nolease/k", 0},
-		{fmt.Sprintf("/p/locks/otherlease/%x", int64(sess.Lease())+1), sess.Lease()},
-		{fmt.Sprintf("/p/locks/badseq/%x-x", int64(sess.Lease())), sess.Lease()},
+		{p + "/locks/nolease/k", 0},
+		{fmt.Sprintf("%s/locks/otherlease/%x", p, int64(sess.Lease())+1), sess.Lease()},
+		{fmt.Sprintf("%s/locks/badseq/%x-x", p, int64(sess.Lease())), sess.Lease()},
 	} {
 		var opts []clientv3.OpOption
 		if kv.lease != 0 {
@@ -63,9 +64,9 @@ func TestEtcdStray(t *testing.T) {
 	}{
 		{"shared", nil},
 		{"mutex", nil},
-		{"nolease", &coord.Stray{Key: "/p/locks/nolease/k"}},
-		{"otherlease", &coord.Stray{Key: fmt.Sprintf("/p/locks/otherlease/%x", int64(sess.Lease())+1), Lease: int64(sess.Lease())}},
-		{"badseq", &coord.Stray{Key: fmt.Sprintf("/p/locks/badseq/%x-x", int64(sess.Lease())), Lease: int64(sess.Lease())}},
+		{"nolease", &coord.Stray{Key: p + "/locks/nolease/k"}},
+		{"otherlease", &coord.Stray{Key: fmt.Sprintf("%s/locks/otherlease/%x", p, int64(sess.Lease())+1), Lease: int64(sess.Lease())}},
+		{"badseq", &coord.Stray{Key: fmt.Sprintf("%s/locks/badseq/%x-x", p, int64(sess.Lease())), Lease: int64(sess.Lease())}},
 	} {
 		st, err := m.Inspect(ctx, tc.name)
 		switch {
@@ -78,7 +79,7 @@ func TestEtcdStray(t *testing.T) {
 		}
 	}
 	_, err = m.Lock(ctx, "nolease", coord.WithTimeout(0))
-	if want := `lock "nolease": held by another process; blocked by etcd key "/p/locks/nolease/k", put by another client, has no lease and never expires; remove it with: etcdctl del '/p/locks/nolease/k'`; err == nil || err.Error() != want {
+	if want := `lock "nolease": held by another process; blocked by etcd key "` + p + `/locks/nolease/k", put by another client, has no lease and never expires; remove it with: etcdctl del '` + p + `/locks/nolease/k'`; err == nil || err.Error() != want {
 		t.Errorf("Lock(nolease) = %v; want %s", err, want)
 	}
 }

@@ -1,15 +1,11 @@
 package etcdlock_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +14,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/toolchainkit/coord/etcdlock"
+	"github.com/toolchainkit/coord/internal/benchpeer"
 )
 
 // Benchmarks against the embedded etcd (no fsync): coord's Locker beside a
@@ -138,12 +135,11 @@ func BenchmarkEtcdHandoff_Locker(b *testing.B) {
 	})
 }
 
-// Two processes: this test binary re-executed as the waiter (TestBenchPeer),
-// told what to do over a pipe, on the parent's embedded etcd. Times are
+// Two processes: this test binary re-executed as the waiter (TestBenchPeer,
+// run by benchpeer) on the parent's embedded etcd. Times are
 // time.Now().UnixNano(), one clock for both processes on one host.
 
 const (
-	envPeer         = "COORD_BENCH_PEER"          // the peer's mode: "mutex" or "locker"
 	envPeerEndpoint = "COORD_BENCH_PEER_ENDPOINT" // the etcd to lock on
 	envPeerPrefix   = "COORD_BENCH_PEER_PREFIX"   // the key prefix; the lock is "x" under it
 )
@@ -181,23 +177,18 @@ func acquirer(tb testing.TB, mode, endpoint, prefix string) func() func() {
 	return nil
 }
 
+func unixNano() int64 { return time.Now().UnixNano() }
+
 // TestBenchPeer is the other process of the EtcdHandoffProcess benchmarks;
-// run by them only. For each line on stdin it says "waiting", blocks until
-// it holds the lock, releases it and writes "held <unix ns>" (taken just
-// after the acquire).
+// run by them only.
 func TestBenchPeer(t *testing.T) {
-	mode := os.Getenv(envPeer)
+	mode := benchpeer.Mode()
 	if mode == "" {
 		t.Skip("the waiter process of the EtcdHandoffProcess benchmarks")
 	}
 	acquire := acquirer(t, mode, os.Getenv(envPeerEndpoint), os.Getenv(envPeerPrefix))
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		fmt.Println("waiting")
-		release := acquire()
-		held := time.Now().UnixNano()
-		release()
-		fmt.Println("held", held)
+	if err := benchpeer.Serve(os.Stdin, os.Stdout, acquire, unixNano); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -207,52 +198,14 @@ func TestBenchPeer(t *testing.T) {
 // whose watch is not yet synced counts as it would in a real queue.
 func etcdHandoffProcess(b *testing.B, mode string) {
 	endpoint, prefix := servers[0].Endpoint, "/bench/"+b.Name()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchPeer$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envPeer+"="+mode, envPeerEndpoint+"="+endpoint, envPeerPrefix+"="+prefix)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer stdin.Close()
-	out := bufio.NewScanner(stdout)
-	expect := func(word string) string {
-		for out.Scan() {
-			if f := strings.Fields(out.Text()); len(f) > 0 && f[0] == word {
-				return strings.Join(f[1:], " ")
-			}
-		}
-		b.Fatalf("peer: no %q line: %v", word, out.Err())
-		return ""
-	}
-	acquire := acquirer(b, mode, endpoint, prefix)
-	var lat []time.Duration
-	for b.Loop() {
-		release := acquire()
-		fmt.Fprintln(stdin, "go")
-		expect("waiting")
-		time.Sleep(rand.N(100 * time.Millisecond))
-		t0 := time.Now().UnixNano()
-		release()
-		held, err := strconv.ParseInt(expect("held"), 10, 64)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if held < t0 {
-			b.Fatalf("the peer held the lock %s before it was released", time.Duration(t0-held))
-		}
-		lat = append(lat, time.Duration(held-t0))
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "ns/handoff")
+	benchpeer.Handoff{
+		Test:    "TestBenchPeer",
+		Mode:    mode,
+		Env:     []string{envPeerEndpoint + "=" + endpoint, envPeerPrefix + "=" + prefix},
+		Acquire: acquirer(b, mode, endpoint, prefix),
+		Settle:  func() { time.Sleep(rand.N(100 * time.Millisecond)) },
+		Now:     unixNano,
+	}.Run(b)
 }
 
 func BenchmarkEtcdHandoffProcess_Mutex(b *testing.B)  { etcdHandoffProcess(b, "mutex") }

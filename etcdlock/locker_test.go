@@ -1,11 +1,14 @@
 package etcdlock_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,18 +136,58 @@ func TestExclusive(t *testing.T) {
 	})
 }
 
-// waitWaiters waits until the lock has n waiters.
-func waitWaiters(t *testing.T, l *etcdlock.Locker, name string, n int) {
+// waitUntil returns once cond returns nil, and fails t with cond's last
+// error if that takes longer than d.
+func waitUntil(t *testing.T, d time.Duration, cond func() error) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		info, err := l.Inspect(context.Background(), name)
-		if err == nil && len(info.Waiters) == n {
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("lock %q: %+v, %v; want %d waiters", name, info, err, n)
+			t.Fatalf("after %s: %v", d, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitWaiters waits until the lock has n waiters: a waiter queues in
+// milliseconds; 10s holds on a loaded host.
+func waitWaiters(t *testing.T, l *etcdlock.Locker, name string, n int) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, func() error {
+		info, err := l.Inspect(context.Background(), name)
+		if err == nil && len(info.Waiters) == n {
+			return nil
+		}
+		return fmt.Errorf("lock %q: %+v, %v; want %d waiters", name, info, err, n)
+	})
+}
+
+// watchers returns how many watches the etcd at endpoint serves, as its
+// metrics say: a test learns from it that a watch it cannot see (one
+// inside WaitDone) is in place.
+func watchers(t *testing.T, endpoint string) int {
+	t.Helper()
+	resp, err := http.Get(endpoint + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "etcd_debugging_mvcc_watcher_total "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(n)
 		}
 	}
+	t.Fatalf("%s/metrics: no etcd_debugging_mvcc_watcher_total (%v)", endpoint, sc.Err())
+	return 0
 }
 
 func TestShared(t *testing.T) {
@@ -253,8 +296,9 @@ func TestUnlockDeletesOnlyItsOwnKey(t *testing.T) {
 		l := newLocker(t, cfg)
 		c := rawClient(t, cfg)
 		early := mustLock(t, l, "early", etcdlock.Exclusive)
+		// No wait for the watch to be in place: it starts at the key's
+		// creation, so a delete that comes before it is seen too.
 		lost := early.Lost()
-		time.Sleep(50 * time.Millisecond) // the watch is in place
 		c.Delete(context.Background(), early.Key())
 		select {
 		case <-lost:
@@ -326,8 +370,15 @@ func TestDone(t *testing.T) {
 		a, b := newLocker(t, cfg), newLocker(t, cfg)
 		k := mustLock(t, a, "toolchain/x", etcdlock.Exclusive)
 		errc := make(chan error)
+		before := watchers(t, cfg.Endpoints[0])
 		go func() { errc <- b.WaitDone(context.Background(), "x") }()
-		time.Sleep(50 * time.Millisecond)
+		// WaitDone sees only records put once its watch is in place.
+		waitUntil(t, 10*time.Second, func() error {
+			if n := watchers(t, cfg.Endpoints[0]); n <= before {
+				return fmt.Errorf("%d watches on etcd, as before WaitDone", n)
+			}
+			return nil
+		})
 		if err := a.MarkDone(context.Background(), k, "x", []byte(`{"dest":"/d"}`)); err != nil {
 			t.Fatal(err)
 		}
@@ -371,7 +422,7 @@ func TestCancelWithEtcdStopped(t *testing.T) {
 		_, err := b.Lock(ctx, "down", etcdlock.Exclusive, nil)
 		errc <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitWaiters(t, a, "down", 1)
 	s.Stop()
 	start := time.Now()
 	cancel()

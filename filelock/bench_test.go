@@ -3,15 +3,10 @@
 package filelock_test
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/toolchainkit/coord/filelock"
+	"github.com/toolchainkit/coord/internal/benchpeer"
 )
 
 var benchRecord = []byte(`{"host":"bench","pid":4242,"cmd":["coord","lock","x"]}`)
@@ -147,14 +143,13 @@ func mustNew(b *testing.B, dir string) *filelock.Locker {
 	return l
 }
 
-// Two processes: this test binary re-executed as the waiter (TestBenchPeer),
-// told what to do over a pipe. Times are CLOCK_MONOTONIC, which both
-// processes on one host read from the same clock.
+// Two processes: this test binary re-executed as the waiter (TestBenchPeer,
+// run by benchpeer). Times are CLOCK_MONOTONIC, which both processes on
+// one host read from the same clock.
 
-const (
-	envPeer     = "COORD_BENCH_PEER"      // the peer's mode: "raw", "gofrs" or "locker"
-	envPeerPath = "COORD_BENCH_PEER_PATH" // the lock file (raw, gofrs) or lock directory (locker)
-)
+// envPeerPath is the lock file (raw, gofrs) or lock directory (locker) of
+// the peer, whose mode is "raw", "gofrs" or "locker".
+const envPeerPath = "COORD_BENCH_PEER_PATH"
 
 func monotonic() int64 {
 	var ts unix.Timespec
@@ -204,22 +199,15 @@ func acquirer(tb testing.TB, mode, path string) func() func() {
 }
 
 // TestBenchPeer is the other process of the HandoffProcess benchmarks; run
-// by them only. For each line on stdin it says "waiting", blocks until it
-// holds the lock, releases it and writes "held <monotonic ns>" (taken
-// just after the acquire).
+// by them only.
 func TestBenchPeer(t *testing.T) {
-	mode := os.Getenv(envPeer)
+	mode := benchpeer.Mode()
 	if mode == "" {
 		t.Skip("the waiter process of the HandoffProcess benchmarks")
 	}
 	acquire := acquirer(t, mode, os.Getenv(envPeerPath))
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		fmt.Println("waiting")
-		release := acquire()
-		held := monotonic()
-		release()
-		fmt.Println("held", held)
+	if err := benchpeer.Serve(os.Stdin, os.Stdout, acquire, monotonic); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -227,52 +215,14 @@ func TestBenchPeer(t *testing.T) {
 // process's unlock to a waiter in another process holding the lock. The
 // waiter has announced its wait 2 ms before the unlock.
 func handoffProcess(b *testing.B, mode, path string) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchPeer$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envPeer+"="+mode, envPeerPath+"="+path)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer stdin.Close()
-	out := bufio.NewScanner(stdout)
-	expect := func(word string) string {
-		for out.Scan() {
-			if f := strings.Fields(out.Text()); len(f) > 0 && f[0] == word {
-				return strings.Join(f[1:], " ")
-			}
-		}
-		b.Fatalf("peer: no %q line: %v", word, out.Err())
-		return ""
-	}
-	acquire := acquirer(b, mode, path)
-	var lat []time.Duration
-	for b.Loop() {
-		release := acquire()
-		fmt.Fprintln(stdin, "go")
-		expect("waiting")
-		time.Sleep(2 * time.Millisecond) // let it block
-		t0 := monotonic()
-		release()
-		held, err := strconv.ParseInt(expect("held"), 10, 64)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if held < t0 {
-			b.Fatalf("the peer held the lock %s before it was released", time.Duration(t0-held))
-		}
-		lat = append(lat, time.Duration(held-t0))
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "ns/handoff")
+	benchpeer.Handoff{
+		Test:    "TestBenchPeer",
+		Mode:    mode,
+		Env:     []string{envPeerPath + "=" + path},
+		Acquire: acquirer(b, mode, path),
+		Settle:  func() { time.Sleep(2 * time.Millisecond) }, // let it block
+		Now:     monotonic,
+	}.Run(b)
 }
 
 // Anchor: blocking flock(2) in both processes.

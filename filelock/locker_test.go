@@ -36,6 +36,37 @@ func lock(t *testing.T, l *filelock.Locker, name string, mode filelock.Mode) *fi
 	return k
 }
 
+// waitUntil returns once cond returns nil, and fails t with cond's last
+// error if that takes longer than d.
+func waitUntil(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", d, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitQueued returns once l's Inspect shows a process waiting for name
+// (in milliseconds; 10s holds on a loaded host). Where the OS does not
+// tell (Info.Known false: not Linux), it returns at once.
+func waitQueued(t *testing.T, l *filelock.Locker, name string) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, func() error {
+		info, err := l.Inspect(name)
+		if err == nil && (len(info.Waiters) > 0 || !info.Known) {
+			return nil
+		}
+		return fmt.Errorf("lock %q: %+v, %v; want a waiter", name, info, err)
+	})
+}
+
 func TestExclusiveBlocksUntilUnlock(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	dir := t.TempDir()
@@ -62,7 +93,7 @@ func TestExclusiveBlocksUntilUnlock(t *testing.T) {
 		got <- time.Now()
 		k.Unlock()
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitQueued(t, a, "x")
 	select {
 	case <-got:
 		t.Fatal("second exclusive lock granted while the first is held")
@@ -106,18 +137,14 @@ func TestCancelledWaitsLeaveNothingHeld(t *testing.T) {
 	// The queued request is granted and dropped at once: the lock is free
 	// for a third party within a few milliseconds.
 	c := newLocker(t, dir)
-	deadline := time.Now().Add(time.Second)
-	for {
+	waitUntil(t, time.Second, func() error {
 		k, err := c.TryLock(context.Background(), "x", filelock.Exclusive, nil)
-		if err == nil {
-			k.Unlock()
-			break
+		if err != nil {
+			return fmt.Errorf("lock still busy after release: %w", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lock still busy 1s after release: %v", err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		k.Unlock()
+		return nil
+	})
 	info, err := c.Inspect("x")
 	if err != nil || info.Held {
 		t.Fatalf("Inspect = %+v, %v; want free", info, err)
@@ -357,7 +384,7 @@ func TestCloseRaces(t *testing.T) {
 		_, err := l.Lock(context.Background(), "w", filelock.Exclusive, nil)
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitQueued(t, holder, "w")
 	l.Close()
 	select {
 	case err := <-errc:

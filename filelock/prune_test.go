@@ -58,10 +58,7 @@ func TestPruneRemovesIdleKeepsHeldAndAwaited(t *testing.T) {
 		}
 		got <- err
 	}()
-	waitFor(t, func() bool {
-		info, _ := b.Inspect("awaited")
-		return len(info.Waiters) > 0 || !info.Known
-	})
+	waitQueued(t, b, "awaited")
 
 	ps := prune(t, b, filelock.PruneOptions{})
 	want := map[string]string{"idle": "", "idle-shared": "", "held": filelock.KeptHeld, "shared": filelock.KeptHeld, "awaited": filelock.KeptHeld}
@@ -201,17 +198,6 @@ func TestPruneHostileFiles(t *testing.T) {
 	}
 	if b, err := os.ReadFile(outside); err != nil || string(b) != "keep me" {
 		t.Errorf("symlink target: %q, %v", b, err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

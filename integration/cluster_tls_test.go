@@ -176,16 +176,14 @@ func TestLocalClusterMemberKilled(t *testing.T) {
 			ps = append(ps, start(t, lib.root, lib.env(envWorker+"=counter", envWorkerDir+"="+lib.dir, envWorkerIter+"="+strconv.Itoa(iters), envWorkerRetry+"=1"), os.Args[0]))
 		}
 		// Kill once both kinds are well under way.
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		waitUntil(t, 30*time.Second, func() error {
 			n1, _ := readInt(cli.path("counter"))
 			n2, _ := readInt(lib.path("counter"))
 			if n1 >= 10 && n2 >= 10 {
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("counters at %d and %d after 30s, want 10 each before the kill", n1, n2)
-			}
-		}
+			return fmt.Errorf("counters at %d and %d, want 10 each before the kill", n1, n2)
+		})
 		before := [2]int64{mustInt(t, cli.path("counter")), mustInt(t, lib.path("counter"))}
 		killed := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -196,10 +194,7 @@ func TestLocalClusterMemberKilled(t *testing.T) {
 
 		// The two left elect a leader.
 		var newLeader uint64
-		for deadline := time.Now().Add(15 * time.Second); newLeader == 0 || newLeader == leader; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no new leader 15s after the leader was killed (last seen %x)", newLeader)
-			}
+		waitUntil(t, 15*time.Second, func() error {
 			for _, m := range ml.Members {
 				if m.Name == leaderName {
 					continue
@@ -209,9 +204,11 @@ func TestLocalClusterMemberKilled(t *testing.T) {
 				scancel()
 				if err == nil && st.Leader != 0 && st.Leader != leader {
 					newLeader = st.Leader
+					return nil
 				}
 			}
-		}
+			return fmt.Errorf("no new leader since the leader was killed (last seen %x)", newLeader)
+		})
 		elected := time.Since(killed)
 		for i, p := range ps {
 			if code := p.wait(procTimeout); code != 0 {

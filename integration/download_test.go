@@ -4,6 +4,7 @@ package integration_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -104,12 +105,10 @@ func downloadOnce(t *testing.T, be *backend, n int) time.Duration {
 func (w *world) waitWaiters(name string, n int, d time.Duration) {
 	t := w.t
 	t.Helper()
-	var out string
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		var code int
-		code, out = w.runCoord("status", "--json")
+	waitUntil(t, d, func() error {
+		code, out := w.runCoord("status", "--json")
 		if code != 0 {
-			continue
+			return fmt.Errorf("coord status --json exited %d:\n%s", code, out)
 		}
 		var locks []struct {
 			Name    string `json:"name"`
@@ -120,11 +119,11 @@ func (w *world) waitWaiters(name string, n int, d time.Duration) {
 		}
 		for _, l := range locks {
 			if l.Name == name && l.Waiters != nil && *l.Waiters >= n {
-				return
+				return nil
 			}
 		}
-	}
-	t.Fatalf("lock %q did not get %d waiters within %s; last `coord status --json`:\n%s", name, n, d, out)
+		return fmt.Errorf("lock %q does not have %d waiters; `coord status --json`:\n%s", name, n, out)
+	})
 }
 
 // 6. A downloader killed mid-download leaves nothing at DEST; the next

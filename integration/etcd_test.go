@@ -358,7 +358,13 @@ func TestEtcdLostLock(t *testing.T) {
 			`echo $$ > pid2; while [ ! -e go ]; do sleep 0.01; done; echo done > finished`)
 		childPID(t, w.path("pid2"))
 		drop("warned")
-		time.Sleep(200 * time.Millisecond)
+		// The command ends only once coord has said the lock is lost.
+		waitUntil(t, 10*time.Second, func() error {
+			if out := p.output(); !strings.Contains(out, "warning: lock lost") {
+				return fmt.Errorf("--on-lost warn: no warning since the key was deleted:\n%s", out)
+			}
+			return nil
+		})
 		os.WriteFile(w.path("go"), nil, 0o644)
 		if code := p.wait(10 * time.Second); code != 74 {
 			t.Fatalf("--on-lost warn: coord exited %d, want 74:\n%s", code, p.output())

@@ -127,7 +127,7 @@ func (r *fencedRun) acceptedTimes() []time.Time {
 func (r *fencedRun) waitWrites(since time.Time, n int, d time.Duration) {
 	t := r.w.t
 	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+	waitUntil(t, d, func() error {
 		got := 0
 		for _, ts := range r.acceptedTimes() {
 			if ts.After(since) {
@@ -135,13 +135,11 @@ func (r *fencedRun) waitWrites(since time.Time, n int, d time.Duration) {
 			}
 		}
 		if got >= n {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d writes accepted after %s within %s, want %d; worker errors:\n%s", got, since.Format("15:04:05.000"), d, n,
-				strings.Join(lines(t, r.w.path("errors")), "\n"))
-		}
-	}
+		return fmt.Errorf("%d writes accepted after %s, want %d; worker errors:\n%s", got, since.Format("15:04:05.000"), n,
+			strings.Join(lines(t, r.w.path("errors")), "\n"))
+	})
 }
 
 // stop ends the run: the workers finish their lock and must exit 0.
@@ -234,14 +232,12 @@ func TestClusterConnectedMemberKilled(t *testing.T) {
 	// Kill it while a waiter's watch stream is open on it (nobody else
 	// talks to this cluster).
 	var m map[string]float64
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	waitUntil(t, 10*time.Second, func() error {
 		if m = memberMetrics(t, c.Endpoint(f)); m[watchStreams] > 0 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("follower m%d had no watch stream open for 10 s: the clients do not use it", f)
-		}
-	}
+		return fmt.Errorf("follower m%d has no watch stream open: the clients do not use it", f)
+	})
 	at := time.Now()
 	if err := c.Kill(f); err != nil {
 		t.Fatal(err)

@@ -320,23 +320,21 @@ func rerun(t *testing.T, m *durations, p *proc, why string) bool {
 // whether it did; false if p exited first. It fails the test after d.
 func (p *proc) waitFile(path string, d time.Duration) bool {
 	p.t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(2 * time.Millisecond) {
+	appeared := false
+	waitUntil(p.t, d, func() error {
 		exited := false
 		select {
 		case <-p.done:
 			exited = true
 		default:
 		}
-		if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
-			return true
+		err := nonEmpty(path)
+		if appeared = err == nil; appeared || exited {
+			return nil
 		}
-		if exited {
-			return false
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not appear within %s", path, d)
-		}
-	}
+		return err
+	})
+	return appeared
 }
 
 // `coord lock` partitioned from etcd kills its command and exits 74 before

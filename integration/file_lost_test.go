@@ -3,6 +3,7 @@
 package integration_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -89,11 +90,12 @@ func testFileLockDeleted(t *testing.T, be *backend, del func(w *world) error) {
 	if err := os.Remove(filepath.Join(w.dir, "warned.lock")); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.output(), "warning: lock lost"); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("--on-lost warn: no warning 10s after the lock file was deleted:\n%s", p.output())
+	waitUntil(t, 10*time.Second, func() error {
+		if out := p.output(); !strings.Contains(out, "warning: lock lost") {
+			return fmt.Errorf("--on-lost warn: no warning since the lock file was deleted:\n%s", out)
 		}
-	}
+		return nil
+	})
 	if err := os.WriteFile(w.path("go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

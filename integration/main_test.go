@@ -542,18 +542,40 @@ func (p *proc) output() string {
 	return string(b)
 }
 
-// waitFor polls until path exists and is not empty; it fails the test
-// after d.
-func waitFor(t *testing.T, path string, d time.Duration) {
+// waitUntil returns once cond returns nil, and fails t with cond's last
+// error if that takes longer than d. Between calls it pauses as long as
+// the call took (at least 2 ms), so that a cond that runs a process or
+// asks a server leaves the busy host some room.
+func waitUntil(t *testing.T, d time.Duration, cond func() error) {
 	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(2 * time.Millisecond) {
-		if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+	deadline := time.Now().Add(d)
+	for {
+		began := time.Now()
+		err := cond()
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not appear within %s", path, d)
+			t.Fatalf("after %s: %v", d, err)
 		}
+		time.Sleep(max(2*time.Millisecond, time.Since(began)))
 	}
+}
+
+// nonEmpty reports nil if path exists and is not empty.
+func nonEmpty(path string) error {
+	fi, err := os.Stat(path)
+	if err == nil && fi.Size() == 0 {
+		return fmt.Errorf("%s is empty", path)
+	}
+	return err
+}
+
+// waitFor waits until path exists and is not empty; it fails the test
+// after d.
+func waitFor(t *testing.T, path string, d time.Duration) {
+	t.Helper()
+	waitUntil(t, d, func() error { return nonEmpty(path) })
 }
 
 // childPID waits for path to hold the pid of a command coord runs (its
@@ -634,18 +656,19 @@ func (w *world) runCLILoops(n, iters int, name, script string, extra ...string) 
 // test after d. Linux only: it reads /proc.
 func waitGone(t *testing.T, pid int, d time.Duration) time.Time {
 	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(time.Millisecond) {
+	var gone time.Time
+	waitUntil(t, d, func() error {
 		now := time.Now()
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		s := string(b)
 		// The state follows the command name, which is in parentheses.
 		if i := strings.LastIndexByte(s, ')'); err != nil || (i >= 0 && strings.HasPrefix(s[i:], ") Z")) {
-			return now
+			gone = now
+			return nil
 		}
-		if now.After(deadline) {
-			t.Fatalf("process %d still alive %s later: %s", pid, d, s)
-		}
-	}
+		return fmt.Errorf("process %d still alive: %s", pid, s)
+	})
+	return gone
 }
 
 // dirNames lists the names in a directory, sorted.

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,16 +138,10 @@ func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: waitfile path")
 	}
 	path := ts.MkAbs(args[0])
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("%s did not appear within 10s", args[0])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(ts, 10*time.Second, func() error {
+		_, err := os.Stat(path)
+		return err
+	})
 }
 
 func cmdEnvfile(ts *testscript.TestScript, neg bool, args []string) {
@@ -195,24 +190,22 @@ func cmdWaitwaiters(ts *testscript.TestScript, neg bool, args []string) {
 	if err != nil {
 		ts.Fatalf("waitwaiters: bad count %q", args[1])
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if ts.Exec("coord", "status", "--json") == nil {
-			var locks []struct {
-				Name    string `json:"name"`
-				Waiters *int   `json:"waiters"`
-			}
-			if json.Unmarshal([]byte(ts.ReadFile("stdout")), &locks) == nil {
-				for _, l := range locks {
-					if l.Name == args[0] && l.Waiters != nil && *l.Waiters == want {
-						return
-					}
-				}
+	waitUntil(ts, 10*time.Second, func() error {
+		if err := ts.Exec("coord", "status", "--json"); err != nil {
+			return err
+		}
+		var locks []struct {
+			Name    string `json:"name"`
+			Waiters *int   `json:"waiters"`
+		}
+		if err := json.Unmarshal([]byte(ts.ReadFile("stdout")), &locks); err != nil {
+			return err
+		}
+		for _, l := range locks {
+			if l.Name == args[0] && l.Waiters != nil && *l.Waiters == want {
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("lock %q did not get %d waiters within 10s", args[0], want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("lock %q does not have %d waiters", args[0], want)
+	})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -37,19 +38,31 @@ func cmdWaitline(ts *testscript.TestScript, neg bool, args []string) {
 	re, err := regexp.Compile("(?m)" + args[1])
 	ts.Check(err)
 	path := ts.MkAbs(args[0])
+	// A server starts in ~0.1 s on a quiet host; a loaded one took over
+	// 10 s.
+	took := waitUntil(ts, time.Minute, func() error {
+		b, err := os.ReadFile(path)
+		if err == nil && re.Match(b) {
+			return nil
+		}
+		return fmt.Errorf("no line of %s matched %q:\n%s", args[0], args[1], b)
+	})
+	ts.Logf("waitline: matched after %s", took.Round(time.Millisecond))
+}
+
+// waitUntil returns once cond returns nil, and how long that took; it
+// fails ts with cond's last error if that takes longer than d.
+func waitUntil(ts *testscript.TestScript, d time.Duration, cond func() error) time.Duration {
 	start := time.Now()
 	for {
-		if b, err := os.ReadFile(path); err == nil && re.Match(b) {
-			ts.Logf("waitline: matched after %s", time.Since(start).Round(time.Millisecond))
-			return
+		err := cond()
+		if err == nil {
+			return time.Since(start)
 		}
-		// A server starts in ~0.1 s on a quiet host; a loaded one took
-		// over 10 s.
-		if time.Since(start) > time.Minute {
-			b, _ := os.ReadFile(path)
-			ts.Fatalf("no line of %s matched %q within a minute:\n%s", args[0], args[1], b)
+		if time.Since(start) > d {
+			ts.Fatalf("after %s: %v", d, err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -72,14 +85,14 @@ func cmdStopbg(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	// Once testscript has reaped a process, signalling it reports
 	// ErrProcessDone.
-	for _, cmd := range cmds {
-		for !errors.Is(cmd.Process.Signal(syscall.Signal(0)), os.ErrProcessDone) {
-			if time.Since(start) > max {
-				ts.Fatalf("%s still running %s after SIG%s", strings.Join(cmd.Args, " "), max, args[0])
+	waitUntil(ts, max-time.Since(start), func() error {
+		for _, cmd := range cmds {
+			if !errors.Is(cmd.Process.Signal(syscall.Signal(0)), os.ErrProcessDone) {
+				return fmt.Errorf("%s still running after SIG%s", strings.Join(cmd.Args, " "), args[0])
 			}
-			time.Sleep(2 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 	ts.Logf("stopbg: stopped after %s", time.Since(start).Round(time.Millisecond))
 }
 
