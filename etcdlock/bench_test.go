@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,33 +69,12 @@ func BenchmarkEtcdUncontended_Locker(b *testing.B) {
 	}
 }
 
-// etcdHandoff measures unlock → blocked waiter holds, median as
-// ns/handoff; the waiter is given 50 ms to settle in its wait.
-func etcdHandoff(b *testing.B, acquire func() func()) {
-	var lat []time.Duration
-	for b.Loop() {
-		release := acquire()
-		got := make(chan time.Time)
-		go func() {
-			r := acquire()
-			got <- time.Now()
-			r()
-		}()
-		time.Sleep(50 * time.Millisecond)
-		t0 := time.Now()
-		release()
-		lat = append(lat, (<-got).Sub(t0))
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "ns/handoff")
-}
-
 func BenchmarkEtcdHandoff_Mutex(b *testing.B) {
 	_, mutex1 := benchMutex(b)
 	_, mutex2 := benchMutex(b)
 	ctx := context.Background()
 	i := 0
-	etcdHandoff(b, func() func() {
+	benchpeer.InProcess(b, 50*time.Millisecond, func() func() {
 		mutex := mutex1
 		if i++; i%2 == 0 {
 			mutex = mutex2
@@ -122,7 +100,7 @@ func BenchmarkEtcdHandoff_Locker(b *testing.B) {
 	}
 	defer l2.Close()
 	i := 0
-	etcdHandoff(b, func() func() {
+	benchpeer.InProcess(b, 50*time.Millisecond, func() func() {
 		l := l1
 		if i++; i%2 == 0 {
 			l = l2

@@ -6,7 +6,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -75,32 +74,10 @@ func BenchmarkUncontended_Locker(b *testing.B) {
 	}
 }
 
-// handoff measures the time from the holder's unlock to the blocked
-// waiter's acquire, and reports its median as ns/handoff. acquire must
-// block until it holds the lock; it returns the release function.
-func handoff(b *testing.B, acquire func() func()) {
-	var lat []time.Duration
-	for b.Loop() {
-		release := acquire()
-		got := make(chan time.Time)
-		go func() {
-			r := acquire()
-			got <- time.Now()
-			r()
-		}()
-		time.Sleep(300 * time.Microsecond) // let the waiter block
-		t0 := time.Now()
-		release()
-		lat = append(lat, (<-got).Sub(t0))
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "ns/handoff")
-}
-
 // Anchor: blocking flock(2) on two descriptors.
 func BenchmarkHandoff_RawFlock(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "raw")
-	handoff(b, func() func() {
+	benchpeer.InProcess(b, 300*time.Microsecond, func() func() {
 		fd, _ := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
 		unix.Flock(fd, unix.LOCK_EX)
 		return func() { unix.Flock(fd, unix.LOCK_UN); unix.Close(fd) }
@@ -110,7 +87,7 @@ func BenchmarkHandoff_RawFlock(b *testing.B) {
 // Anchor: gofrs/flock's TryLockContext, which polls (here every 10ms).
 func BenchmarkHandoff_GofrsPolling(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "gofrs")
-	handoff(b, func() func() {
+	benchpeer.InProcess(b, 300*time.Microsecond, func() func() {
 		f := flock.New(path)
 		f.TryLockContext(context.Background(), 10*time.Millisecond)
 		return func() { f.Unlock() }
@@ -121,7 +98,7 @@ func BenchmarkHandoff_Locker(b *testing.B) {
 	dir := b.TempDir()
 	a, c := mustNew(b, dir), mustNew(b, dir)
 	i := 0
-	handoff(b, func() func() {
+	benchpeer.InProcess(b, 300*time.Microsecond, func() func() {
 		l := a
 		if i++; i%2 == 0 {
 			l = c

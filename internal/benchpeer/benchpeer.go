@@ -111,3 +111,27 @@ func (h Handoff) Run(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "ns/handoff")
 }
+
+// InProcess measures a handoff within one process: the benchmark holds
+// the lock, a goroutine blocks on it, and after settle the benchmark lets
+// go; it reports the median time from the release to the goroutine's
+// acquire as ns/handoff. acquire blocks until it holds the lock and
+// returns the release.
+func InProcess(b *testing.B, settle time.Duration, acquire func() func()) {
+	var lat []time.Duration
+	for b.Loop() {
+		release := acquire()
+		got := make(chan time.Time)
+		go func() {
+			r := acquire()
+			got <- time.Now()
+			r()
+		}()
+		time.Sleep(settle) // let the waiter block
+		t0 := time.Now()
+		release()
+		lat = append(lat, (<-got).Sub(t0))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "ns/handoff")
+}
