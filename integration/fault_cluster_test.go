@@ -289,7 +289,7 @@ func memberMetrics(t *testing.T, endpoint string) map[string]float64 {
 }
 
 // c. A dead holder's lock and a leader change (etcd #9395). A `coord lock`
-// holding a lock with TTL 3 s is SIGKILLed, then at once the leader; a
+// holding a lock with TTL etcdTTL is SIGKILLed, then at once the leader; a
 // second `coord lock`, waiting, is granted the lock only when the dead
 // holder's lease expires. A new leader renews every lease when it is
 // elected (etcd 3.4 keeps no remaining TTL), so the lease outlives its
