@@ -406,5 +406,34 @@ func (f *quietFilter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.
 	if f.q.closing.Load() && e.Level < zapcore.DPanicLevel && !f.Core.Enabled(zapcore.InfoLevel) {
 		return ce
 	}
+	if schemaMessage(e.Message) {
+		if !f.Core.Enabled(e.Level) {
+			return ce
+		}
+		return ce.AddCore(e, schemaFilter{f.Core}) // the error field decides
+	}
 	return f.Core.Check(e, ce)
+}
+
+// schemaMessage reports whether etcd's storage-version monitor logs msg.
+// While a new member has not yet saved its first term or conf state (a
+// loaded host makes that wait longer), the monitor logs an error that it
+// retries on its own (etcd-io/etcd#18978, #20495); its other errors, such
+// as a migration it cannot plan, are shown.
+func schemaMessage(msg string) bool {
+	return msg == "Failed to detect schema version" || msg == "failed to update storage version"
+}
+
+// schemaFilter drops a storage-version message whose error is one of a
+// member that has not saved its first term or conf state yet.
+type schemaFilter struct{ zapcore.Core }
+
+func (f schemaFilter) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	for _, fl := range fields {
+		if err, ok := fl.Interface.(error); ok && fl.Type == zapcore.ErrorType &&
+			(strings.Contains(err.Error(), "missing term information") || strings.Contains(err.Error(), "missing confstate information")) {
+			return nil
+		}
+	}
+	return f.Core.Write(e, fields)
 }

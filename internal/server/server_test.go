@@ -2,8 +2,13 @@ package server
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/toolchainkit/coord/coord"
 )
@@ -65,5 +70,28 @@ func TestUsageErrorIsInvalidArgument(t *testing.T) {
 	err := usagef("--%s is required", flagDataDir)
 	if err.Error() != "--data-dir is required" || !errors.Is(err, coord.ErrInvalidArgument) {
 		t.Fatalf("usagef = %q (invalid argument: %v); want %q, an invalid argument", err, errors.Is(err, coord.ErrInvalidArgument), "--data-dir is required")
+	}
+}
+
+// The storage-version monitor's errors of a member that has not saved its
+// first term are dropped; its other errors and everything else are shown.
+func TestQuietDropsBootstrapSchemaErrors(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New((&quietCore{}).wrap(core))
+	log.Warn("Failed to detect schema version", zap.Error(errors.New("missing term information")))
+	log.Error("failed to update storage version", zap.String("cluster-version", "3.7.0"),
+		zap.Error(errors.New("cannot detect storage schema version: missing term information")))
+	log.Error("failed to update storage version", zap.Error(errors.New("cannot detect storage schema version: missing confstate information")))
+	log.Error("failed to update storage version", zap.Error(errors.New(`cannot create migration plan: version "3.5.0" is not supported`)))
+	log.Warn("Failed to detect schema version")
+	log.Info("simple token is not cryptographically signed")
+	log.Info("serving client traffic")
+	var got []string
+	for _, e := range logs.All() {
+		got = append(got, e.Message)
+	}
+	want := []string{"failed to update storage version", "Failed to detect schema version", "serving client traffic"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("logged %q; want %q", got, want)
 	}
 }
