@@ -81,9 +81,9 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	}
 	// One bound for the whole of it: the first try, the wait for the
 	// downloader and the queue after a download that failed.
+	start := time.Now() // before the bound: Waited is never below it
 	ctx, cancel := r.bound(ctx)
 	defer cancel()
-	start := time.Now()
 	l, err := c.m.grant(ctx, request{name: name, mode: exclusive, once: true})
 	if errors.Is(err, errBusy) && !r.once {
 		// Someone downloads: wait for them to finish, together with

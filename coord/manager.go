@@ -352,9 +352,9 @@ func (m *Manager) acquire(ctx context.Context, name string, def time.Duration, o
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now() // before the bound: Waited is never below it
 	ctx, cancel := r.bound(ctx)
 	defer cancel()
-	start := time.Now()
 	l, err := m.grant(ctx, r)
 	if timedOut(err) {
 		return nil, m.timeoutError(ctx, r, start)
