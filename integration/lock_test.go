@@ -224,10 +224,11 @@ func TestSharedThenExclusive(t *testing.T) {
 
 func testSharedThenExclusive(t *testing.T, be *backend) {
 	w := newWorld(t, be)
-	// Each shared holder stays until the other has started (at most 10 s),
-	// so that shared locks overlap whenever they can, however slowly the
-	// second process starts on a loaded host.
-	const shared = `date +%s%N > start.$1; n=0; until [ -e start.$2 ] || [ $n -ge 100 ]; do sleep 0.1; n=$((n+1)); done; date +%s%N > end.$1`
+	// Each shared holder stays until the other has written its start (at
+	// most 10 s), so that shared locks overlap whenever they can, however
+	// slowly the second process starts on a loaded host. -s, not -e: the
+	// shell makes the file before date has written the time.
+	const shared = `date +%s%N > start.$1; n=0; until [ -s start.$2 ] || [ $n -ge 100 ]; do sleep 0.1; n=$((n+1)); done; date +%s%N > end.$1`
 	a := w.startCoord("lock", "--shared", "s", "--", "sh", "-c", shared, "sh", "a", "b")
 	b := w.startCoord("lock", "--shared", "s", "--", "sh", "-c", shared, "sh", "b", "a")
 	waitFor(t, w.path("start.a"), 10*time.Second)
