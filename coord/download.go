@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,12 +38,20 @@ type Download struct {
 	m       *Manager
 	id      string
 	dest    string
-	lock    *Lock  // nil when dest was already complete
-	staging string // "" unless this caller downloads
+	lock       *Lock  // nil when dest was already complete
+	staging    string // "" unless this caller downloads
+	allowEmpty bool   // see AllowEmpty
 
 	mu        sync.Mutex
 	committed bool
 	closed    bool
+
+	pmu  sync.Mutex // SetProgress's: the last report, for the rate
+	last struct {
+		done int64
+		at   time.Time
+		rate float64
+	}
 }
 
 // Coordinate returns once dest is complete (ShouldDownload false) or this
@@ -54,9 +64,13 @@ type Download struct {
 // committed; if it did not (the downloader failed or died), the waiters
 // queue for the lock and the first to get it downloads.
 //
-// The wait is bounded by opts (WithTimeout), or else ctx's deadline, or else
-// 60s; it ends with a *TimeoutError. Shared() is ignored. On any error
-// nothing is held. A dest that is not complete and is a mount point is
+// The wait is bounded by opts (WithTimeout), or else by ctx's deadline, or
+// else by ctx alone; it ends with a *TimeoutError. Whatever its bound, it
+// also ends when the download it waits for stops making progress (see
+// WithStallTimeout, by default DefaultStallTimeout): a waiter waits as
+// long as a healthy download takes, and not much longer than the stall
+// timeout for a hung one. Shared() is ignored. On any error nothing is
+// held. A dest that is not complete and is a mount point is
 // refused (ErrInvalidArgument): Commit could not rename anything into it.
 func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, opts ...LockOption) (*Download, error) {
 	name, err := toolchainName(id)
@@ -67,11 +81,11 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRequest(ctx, name, DefaultToolchainTimeout, opts) // its mode unused: Shared() is ignored
+	r, err := newRequest(ctx, name, 0, opts) // its mode unused: Shared() is ignored
 	if err != nil {
 		return nil, err
 	}
-	d := &Download{m: c.m, id: id, dest: dest}
+	d := &Download{m: c.m, id: id, dest: dest, allowEmpty: r.allowEmpty}
 	if IsComplete(dest) {
 		return d, nil
 	}
@@ -87,12 +101,20 @@ func (c *DownloadCoordinator) Coordinate(ctx context.Context, id, dest string, o
 	l, err := c.m.grant(ctx, request{name: name, mode: exclusive, once: true})
 	if errors.Is(err, errBusy) && !r.once {
 		// Someone downloads: wait for them to finish, together with
-		// everyone else who waits.
-		if err = c.waitDownloader(ctx, id, name); err == nil {
+		// everyone else who waits, while their download moves.
+		wctx, stalled := c.m.watchStall(ctx, name, r.stall)
+		if err = c.waitDownloader(wctx, id, name); err == nil {
 			if IsComplete(dest) {
+				stalled()
 				return d, nil
 			}
-			l, err = c.m.grant(ctx, request{name: name, mode: exclusive})
+			l, err = c.m.grant(wctx, request{name: name, mode: exclusive})
+		}
+		if h, ok := stalled(); ok && err != nil {
+			if IsComplete(dest) { // committed just as we gave up
+				return d, nil
+			}
+			return nil, &TimeoutError{Name: name, Waited: time.Since(start), Holder: h, Stalled: r.stall}
 		}
 	}
 	if timedOut(err) {
@@ -169,6 +191,66 @@ func (c *DownloadCoordinator) waitDownloader(ctx context.Context, id, name strin
 	return r.err
 }
 
+// watchStall returns ctx, cancelled when the download that holds name has
+// made no progress for d, as this process sees it: the holder's record
+// kept one byte count (or none) for d. A new holder, or none, starts the
+// clock again. stalled stops the watch and reports whether it fired, and
+// the holder it saw last. d <= 0 watches nothing.
+func (m *Manager) watchStall(ctx context.Context, name string, d time.Duration) (_ context.Context, stalled func() (*Holder, bool)) {
+	ctx, cancel := context.WithCancel(ctx)
+	if d <= 0 {
+		return ctx, func() (*Holder, bool) { cancel(); return nil, false }
+	}
+	var last *Holder // written by the watch, read after done
+	fired := false
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(min(max(d/10, 50*time.Millisecond), 5*time.Second))
+		defer t.Stop()
+		type seen struct {
+			host       string
+			pid        int
+			token, at  int64
+			noProgress bool
+		}
+		var prev seen
+		moved := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			h := m.inspectQuick(ctx, name).Holder
+			if ctx.Err() != nil {
+				return
+			}
+			var now seen
+			if h != nil {
+				now = seen{host: h.Host, pid: h.PID, token: h.Token, noProgress: h.Progress == nil}
+				if h.Progress != nil {
+					now.at = h.Progress.Done
+				}
+			}
+			if h == nil || now != prev {
+				prev, moved = now, time.Now()
+				continue
+			}
+			if time.Since(moved) >= d {
+				last, fired = h, true
+				cancel()
+				return
+			}
+		}
+	}()
+	return ctx, func() (*Holder, bool) {
+		cancel()
+		<-done
+		return last, fired
+	}
+}
+
 // release unlocks l where the caller's answer no longer depends on it: a
 // failure is logged. A key etcd did not delete goes with the session's
 // lease (see Lock.Unlock).
@@ -197,9 +279,13 @@ func (m *Manager) checkDest(dest string) (string, error) {
 	}
 	wd, _ := os.Getwd()
 	home, _ := os.UserHomeDir()
-	for _, p := range []string{m.lockDir, wd, home} {
-		if p != "" && (p == abs || strings.HasPrefix(p, abs+string(filepath.Separator))) {
-			return "", fmt.Errorf("%w: destination %q holds %s", ErrInvalidArgument, abs, p)
+	for _, p := range []struct{ path, what string }{{m.lockDir, "the lock directory"}, {wd, "the working directory"}, {home, "the home directory"}} {
+		switch {
+		case p.path == "":
+		case p.path == abs:
+			return "", fmt.Errorf("%w: destination %q is %s: a download replaces its destination; give a new directory for it", ErrInvalidArgument, abs, p.what)
+		case strings.HasPrefix(p.path, abs+string(filepath.Separator)):
+			return "", fmt.Errorf("%w: destination %q contains %s %s: a download replaces its destination; give a new directory for it", ErrInvalidArgument, abs, p.what, p.path)
 		}
 	}
 	fi, err := os.Lstat(abs)
@@ -314,13 +400,88 @@ func (d *Download) File() (*os.File, error) {
 }
 
 // SetProgress publishes how many bytes of total (0 if unknown) are done, so
-// that waiters and `coord status` can show it. It takes no ctx; its bound:
-// on etcd one write of at most the cleanup bound (min(DialTimeout, 2s)).
+// that waiters and `coord status` can show it, with the rate measured
+// since the last call. Waiters give up on a download whose done count does
+// not move (see WithStallTimeout): call it at least every few seconds, or
+// let ReportProgress do it. It takes no ctx; its bound: on etcd one write
+// of at most the cleanup bound (min(DialTimeout, 2s)).
 func (d *Download) SetProgress(done, total int64) error {
 	if !d.ShouldDownload() {
 		return nil
 	}
-	return d.lock.update(func(h *Holder) { h.Progress = &Progress{Done: done, Total: total} })
+	p := Progress{Done: done, Total: total, Rate: d.rate(done, time.Now())}
+	return d.lock.update(func(h *Holder) { h.Progress = &p })
+}
+
+// rate smooths the speed between reports over about the last five.
+func (d *Download) rate(done int64, now time.Time) float64 {
+	d.pmu.Lock()
+	defer d.pmu.Unlock()
+	l := &d.last
+	if dt := now.Sub(l.at).Seconds(); !l.at.IsZero() && dt > 0 && done >= l.done {
+		r := float64(done-l.done) / dt
+		if l.rate == 0 {
+			l.rate = r
+		} else {
+			l.rate += (r - l.rate) / 5
+		}
+	}
+	l.done, l.at = done, now
+	return l.rate
+}
+
+// TotalFileName is the file in the staging directory where a download may
+// announce its total size: decimal bytes, e.g. from an HTTP
+// Content-Length. ReportProgress reads it, so that waiters see a percent
+// and the time left; Commit removes it.
+const TotalFileName = ".coord-total"
+
+// TotalFile returns the path of TotalFileName in StagingDir; "" unless
+// ShouldDownload.
+func (d *Download) TotalFile() string {
+	if !d.ShouldDownload() {
+		return ""
+	}
+	return filepath.Join(d.staging, TotalFileName)
+}
+
+// progressEvery is how often ReportProgress reports.
+const progressEvery = time.Second
+
+// ReportProgress publishes, every second until ctx ends, the bytes in the
+// staging directory and the total announced in TotalFile (see
+// SetProgress). Do runs it while fetch runs; a caller of Coordinate that
+// downloads runs it, or calls SetProgress itself. It does nothing unless
+// ShouldDownload.
+func (d *Download) ReportProgress(ctx context.Context) {
+	if !d.ShouldDownload() {
+		return
+	}
+	t := time.NewTicker(progressEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var n int64
+		filepath.WalkDir(d.staging, func(path string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() && path != d.TotalFile() {
+				if fi, err := e.Info(); err == nil {
+					n += fi.Size()
+				}
+			}
+			return ctx.Err()
+		})
+		var total int64
+		if b, err := os.ReadFile(d.TotalFile()); err == nil {
+			total, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		}
+		if ctx.Err() == nil {
+			d.SetProgress(n, max(total, 0))
+		}
+	}
 }
 
 // marker is the content of MarkerName, and of the backend's download record.
@@ -340,7 +501,9 @@ type marker struct {
 // "<dest>.coord-replaced-<time>", with a warning, so that nothing is lost.
 // A dest that is already complete (only a download under another id can
 // have done that) is kept, and Close discards ours. Commit refuses if the
-// lock was lost (ErrLockLost).
+// lock was lost (ErrLockLost), and refuses an empty staging directory (an
+// *EmptyDownloadError) unless AllowEmpty was given. It removes TotalFile
+// first.
 //
 // ctx bounds what Commit waits for: the short lock on dest that orders
 // commits into it (waited for as Lock waits: 30s unless ctx has a
@@ -362,6 +525,9 @@ func (d *Download) Commit(ctx context.Context) error {
 	}
 	if err := d.checkCommit(ctx); err != nil {
 		return fmt.Errorf("download %q: %w", d.id, err)
+	}
+	if err := d.checkContent(); err != nil {
+		return err
 	}
 	mk, err := d.writeMarker()
 	if err != nil {
@@ -404,6 +570,29 @@ func (d *Download) checkCommit(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// checkContent removes TotalFile and refuses an empty staging directory
+// unless AllowEmpty.
+func (d *Download) checkContent() error {
+	if err := os.Remove(d.TotalFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("download %q: %w", d.id, err)
+	}
+	if d.allowEmpty || hasEntries(d.staging) {
+		return nil
+	}
+	return &EmptyDownloadError{ID: d.id, Staging: d.staging, Dest: d.dest, DestFiles: !IsComplete(d.dest) && hasEntries(d.dest)}
+}
+
+// hasEntries reports whether dir is a directory with something in it.
+func hasEntries(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	return len(names) > 0
 }
 
 // writeMarker writes the completion marker into the staging directory and
@@ -516,7 +705,9 @@ func (d *Download) Close() error {
 // Do runs fetch in the process that should download id into dest and
 // commits what it put in the directory it is given. It reports whether this
 // call downloaded. fetch's error is returned as it is, nothing committed.
-// ctx goes to Coordinate, fetch and Commit.
+// ctx goes to Coordinate, fetch and Commit. While fetch runs, Do reports
+// the bytes in dir every second (ReportProgress): fetch may write the
+// total it expects to dir/TotalFileName.
 func (c *DownloadCoordinator) Do(ctx context.Context, id, dest string, fetch func(ctx context.Context, dir string) error, opts ...LockOption) (downloaded bool, err error) {
 	d, err := c.Coordinate(ctx, id, dest, opts...)
 	if err != nil {
@@ -526,7 +717,16 @@ func (c *DownloadCoordinator) Do(ctx context.Context, id, dest string, fetch fun
 	if !d.ShouldDownload() {
 		return false, nil
 	}
-	if err := fetch(ctx, d.StagingDir()); err != nil {
+	rctx, stop := context.WithCancel(ctx)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		d.ReportProgress(rctx)
+	}()
+	err = fetch(ctx, d.StagingDir())
+	stop()
+	<-reported
+	if err != nil {
 		return false, err
 	}
 	if err := d.Commit(ctx); err != nil {

@@ -3,6 +3,7 @@ package coord
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,9 @@ var (
 	ErrLockLost = errors.New("lock lost")
 	// ErrClosed means the Manager, Lock or Download was already closed.
 	ErrClosed = errors.New("closed")
+	// ErrEmptyDownload means Commit found nothing to publish; the error is
+	// an *EmptyDownloadError.
+	ErrEmptyDownload = errors.New("nothing downloaded")
 )
 
 // TimeoutError is returned when a lock was not granted in time. It matches
@@ -30,20 +34,34 @@ type TimeoutError struct {
 	Waited time.Duration // how long we waited; 0 for a single try
 	Holder *Holder       // who held it when we gave up; nil if unknown
 	Stray  *Stray        // a key no lock holder wrote that blocks it; nil if none
+	// Stalled is the stall timeout (WithStallTimeout) when the wait ended
+	// because the download waited for made no progress for that long; 0
+	// otherwise.
+	Stalled time.Duration
 }
 
 func (e *TimeoutError) Error() string {
-	msg := fmt.Sprintf("lock %q: timed out after %s", e.Name, e.Waited.Round(time.Millisecond))
-	if e.Waited == 0 {
-		msg = fmt.Sprintf("lock %q: held by another process", e.Name)
+	var parts []string
+	switch {
+	case e.Stalled > 0:
+		parts = append(parts, fmt.Sprintf("the download stalled: no progress for %s (waited %s)", e.Stalled, e.Waited.Round(time.Second)))
+	case e.Waited > 0:
+		parts = append(parts, fmt.Sprintf("timed out after %s", e.Waited.Round(time.Millisecond)))
 	}
-	if e.Holder != nil {
-		msg += "; held by " + e.Holder.String()
+	if h := e.Holder; h != nil {
+		held := "held by " + h.String()
+		if h.Dest != "" {
+			held += ", into " + h.Dest
+		}
+		parts = append(parts, held)
 	}
 	if e.Stray != nil {
-		msg += "; blocked by " + e.Stray.String()
+		parts = append(parts, "blocked by "+e.Stray.String())
 	}
-	return msg
+	if len(parts) == 0 {
+		parts = append(parts, "held by another process")
+	}
+	return fmt.Sprintf("lock %q: %s", e.Name, strings.Join(parts, "; "))
 }
 
 // Is reports whether target is ErrTimeout.
@@ -62,3 +80,27 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
+
+// EmptyDownloadError is Commit's refusal of an empty staging directory
+// (see AllowEmpty): nothing was published and dest is not marked
+// complete. It matches ErrEmptyDownload.
+type EmptyDownloadError struct {
+	ID      string
+	Staging string // the empty staging directory
+	Dest    string
+	// DestFiles reports that dest holds files without a completion
+	// marker: the download most likely wrote them there instead of into
+	// the staging directory.
+	DestFiles bool
+}
+
+func (e *EmptyDownloadError) Error() string {
+	msg := fmt.Sprintf("download %q: nothing downloaded: the staging directory %s is empty, so %s is not marked complete", e.ID, e.Staging, e.Dest)
+	if e.DestFiles {
+		msg += fmt.Sprintf("; %s holds files without a completion marker: the download wrote there instead of into the staging directory", e.Dest)
+	}
+	return msg
+}
+
+// Is reports whether target is ErrEmptyDownload.
+func (e *EmptyDownloadError) Is(target error) bool { return target == ErrEmptyDownload }

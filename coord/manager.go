@@ -232,6 +232,9 @@ type lockOptions struct {
 	mode    mode
 	timeout time.Duration // WithTimeout's, if set
 	set     bool          // WithTimeout was given
+	// Coordinate only.
+	stall      time.Duration // WithStallTimeout's; 0: off
+	allowEmpty bool          // AllowEmpty
 }
 
 // WithTimeout bounds the wait; 0 means try once and never wait. Without it,
@@ -239,6 +242,25 @@ type lockOptions struct {
 func WithTimeout(d time.Duration) LockOption {
 	return func(o *lockOptions) { o.timeout, o.set = d, true }
 }
+
+// DefaultStallTimeout is how long Coordinate's waiters wait for a
+// downloader whose progress does not move (see WithStallTimeout).
+const DefaultStallTimeout = 2 * time.Minute
+
+// WithStallTimeout ends a Coordinate wait when the download it waits for
+// has made no progress for d: its downloader reported the same byte count
+// (Download.SetProgress; Do and ReportProgress report every second), or
+// none at all, for d, as this waiter saw it. The error is a *TimeoutError
+// whose Stalled is d. 0 turns the stall check off. The default is
+// DefaultStallTimeout. It applies to Coordinate and Do only.
+func WithStallTimeout(d time.Duration) LockOption {
+	return func(o *lockOptions) { o.stall = d }
+}
+
+// AllowEmpty lets Commit publish an empty staging directory; without it
+// Commit refuses one with an *EmptyDownloadError. It applies to
+// Coordinate and Do only.
+func AllowEmpty() LockOption { return func(o *lockOptions) { o.allowEmpty = true } }
 
 // Shared asks for a shared lock: any number of shared holders at once, none
 // while an exclusive holder has it.
@@ -316,21 +338,26 @@ type request struct {
 	mode  mode
 	once  bool          // a single try that never waits
 	limit time.Duration // > 0: the longest wait; 0: until ctx ends
+	// Coordinate only: see WithStallTimeout and AllowEmpty.
+	stall      time.Duration
+	allowEmpty bool
 }
 
 // newRequest applies opts over the kind's default timeout def: WithTimeout
 // wins, then a deadline on ctx (which alone then bounds the wait), then
-// def.
+// def (0: until ctx ends).
 func newRequest(ctx context.Context, name string, def time.Duration, opts []LockOption) (request, error) {
-	o := lockOptions{timeout: def}
+	o := lockOptions{timeout: def, stall: DefaultStallTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	r := request{name: name, mode: o.mode}
+	r := request{name: name, mode: o.mode, stall: o.stall, allowEmpty: o.allowEmpty}
 	_, deadline := ctx.Deadline()
 	switch {
 	case o.timeout < 0:
 		return r, fmt.Errorf("%w: negative timeout %s", ErrInvalidArgument, o.timeout)
+	case o.stall < 0:
+		return r, fmt.Errorf("%w: negative stall timeout %s", ErrInvalidArgument, o.stall)
 	case o.set && o.timeout == 0:
 		r.once = true
 	case o.set || !deadline:

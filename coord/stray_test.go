@@ -79,7 +79,7 @@ func TestEtcdStray(t *testing.T) {
 		}
 	}
 	_, err = m.Lock(ctx, "nolease", coord.WithTimeout(0))
-	if want := `lock "nolease": held by another process; blocked by etcd key "` + p + `/locks/nolease/k", put by another client, has no lease and never expires; remove it with: etcdctl del '` + p + `/locks/nolease/k'`; err == nil || err.Error() != want {
+	if want := `lock "nolease": blocked by etcd key "` + p + `/locks/nolease/k", put by another client, has no lease and never expires; remove it with: etcdctl del '` + p + `/locks/nolease/k'`; err == nil || err.Error() != want {
 		t.Errorf("Lock(nolease) = %v; want %s", err, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,6 +48,10 @@ func TestMain(m *testing.M) {
 //	                           talk to the etcd at URL, no retries (TLS with
 //	                           gencert's files in dir); get prints the value;
 //	                           watch leaves a watch open until the script ends
+//	waitstatus REGEXP          run `coord status` until its output matches
+//	                           REGEXP (at most 30s)
+//	tty start CMD | wait REGEXP | screen
+//	                           a real terminal (tmux): see cmdTty
 func TestScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 filepath.Join("testdata", "script"),
@@ -64,6 +69,12 @@ func TestScript(t *testing.T) {
 			env.Setenv("ESC", "\x1b")
 			return nil
 		},
+		Condition: func(cond string) (bool, error) {
+			if cond == "tty" {
+				return ttyCondition()
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"exitcode":    cmdExitcode,
 			"lines":       cmdLines,
@@ -77,6 +88,8 @@ func TestScript(t *testing.T) {
 			"stopbg":      cmdStopbg,
 			"gencert":     cmdGencert,
 			"etcdkv":      cmdEtcdkv,
+			"tty":         cmdTty,
+			"waitstatus":  cmdWaitstatus,
 		},
 	})
 }
@@ -207,5 +220,22 @@ func cmdWaitwaiters(ts *testscript.TestScript, neg bool, args []string) {
 			}
 		}
 		return fmt.Errorf("lock %q does not have %d waiters", args[0], want)
+	})
+}
+
+func cmdWaitstatus(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitstatus REGEXP")
+	}
+	re, err := regexp.Compile("(?m)" + args[0])
+	ts.Check(err)
+	waitUntil(ts, 30*time.Second, func() error {
+		if err := ts.Exec("coord", "status"); err != nil {
+			return err
+		}
+		if out := ts.ReadFile("stdout"); !re.MatchString(out) {
+			return fmt.Errorf("coord status did not match %q:\n%s", args[0], out)
+		}
+		return nil
 	})
 }

@@ -67,6 +67,9 @@ func runLock(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
+	if err := refuseNested(c, m, name); err != nil {
+		return err
+	}
 
 	opts := []coord.LockOption{coord.WithTimeout(timeout)}
 	if c.Bool(flagShared) {

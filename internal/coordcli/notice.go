@@ -4,29 +4,39 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/toolchainkit/coord/coord"
 )
 
 // How soon a waiting coord first says what it waits for, how often it looks
-// again, and how often it repeats itself when nothing changed.
+// again, and how often it repeats itself when nothing changed; on a
+// terminal, how often its one live line is redrawn.
 const (
 	noticeAfter   = time.Second
 	noticeCheck   = 2 * time.Second
-	noticeRepeat  = 30 * time.Second
+	noticeRepeat  = 10 * time.Second
+	noticeLive    = time.Second
 	noticeTimeout = time.Second
 )
 
-// waitNotice tells stderr, once a wait has lasted noticeAfter, what coord
-// waits for and who holds it, and again when the holder changes. It looks
-// at the holder record only to inform the user; the wait itself is woken by
-// the backend. The returned stop waits for the notice goroutine to end.
+// waitNotice tells w, once a wait has lasted noticeAfter, what coord waits
+// for, who holds it and how far their download has come. On a terminal it
+// keeps one line up to date in place and clears it when the wait ends;
+// elsewhere (a CI log) it writes a line when the holder changes and every
+// noticeRepeat, never falling silent. It looks at the holder record only
+// to inform the user; the wait itself is woken by the backend. The
+// returned stop waits for the notice goroutine to end.
 func waitNotice(ctx context.Context, m *coord.Manager, name, what string, timeout time.Duration, w io.Writer) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	start := time.Now()
+	width, live := terminalWidth(w)
+	drawn := false
 	go func() {
 		defer close(done)
 		var last string
@@ -45,23 +55,71 @@ func waitNotice(ctx context.Context, m *coord.Manager, name, what string, timeou
 			if ctx.Err() != nil {
 				return
 			}
-			who := Printable(describeHolder(s, err)) // a holder record is anyone's to write
-			key := who
+			msg := noticeLine(what, s, err, time.Since(start), timeout)
+			if live {
+				fmt.Fprint(w, "\r\033[K"+clip(msg, width-1))
+				drawn = true
+				t.Reset(noticeLive)
+				continue
+			}
+			key := describeHolder(s, err)
 			if s.Holder != nil { // the same holder: do not repeat for its clock
 				key = fmt.Sprintf("%d@%s#%d", s.Holder.PID, s.Holder.Host, s.Holder.Token)
 			}
 			if key != last || time.Since(lastAt) >= noticeRepeat {
-				msg := fmt.Sprintf("coord: waiting for %s: %s; waited %s", what, who, time.Since(start).Round(time.Second))
-				if timeout > 0 {
-					msg += fmt.Sprintf(" of %s", timeout)
-				}
 				fmt.Fprintln(w, msg)
 				last, lastAt = key, time.Now()
 			}
 			t.Reset(noticeCheck)
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() {
+		cancel()
+		<-done
+		if drawn {
+			fmt.Fprint(w, "\r\033[K")
+		}
+	}
+}
+
+// noticeLine is what a waiter shows: `coord: waiting 12s of 30m0s for
+// download of "llvm" by pid 4242 on ci-7: 1.2 GiB of 2.0 GiB (60%), 15.3
+// MiB/s, 53s left`; for a lock, who holds it.
+func noticeLine(what string, s coord.Status, err error, waited, timeout time.Duration) string {
+	msg := "coord: waiting " + waited.Round(time.Second).String()
+	if timeout > 0 {
+		msg += " of " + timeout.String()
+	}
+	msg += " for " + what
+	// A holder record is anyone's to write: Printable.
+	if h := s.Holder; err == nil && h != nil && h.Progress != nil {
+		return msg + " " + Printable(fmt.Sprintf("by pid %d on %s: %s", h.PID, h.Host, h.Progress))
+	}
+	return msg + ": " + Printable(describeHolder(s, err))
+}
+
+// terminalWidth reports whether w is a terminal, and its width in columns
+// (80 if it does not say).
+func terminalWidth(w io.Writer) (int, bool) {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return 0, false
+	}
+	width, _, err := term.GetSize(int(f.Fd()))
+	if err != nil || width <= 0 {
+		width = 80
+	}
+	return width, true
+}
+
+// clip shortens s to at most n runes, marking the cut with "…", so that a
+// line redrawn in place never wraps.
+func clip(s string, n int) string {
+	r := []rune(s)
+	if n < 1 || len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
 }
 
 // describeHolder says who holds a lock, as far as the backend knows.

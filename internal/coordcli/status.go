@@ -105,7 +105,7 @@ func runStatus(c *cli.Context) error {
 			}
 			cmd = strings.Join(h.Command, " ")
 			if p := h.Progress; p != nil {
-				cmd += fmt.Sprintf(" [%d bytes]", p.Done)
+				cmd += " [" + p.String() + "]"
 			}
 		} else if len(e.HolderPIDs) > 0 {
 			holder = "pid " + joinInts(e.HolderPIDs)

@@ -9,6 +9,7 @@ package exitcode
 const (
 	OK          = 0
 	Usage       = 64 // EX_USAGE: a mistake in how coord was called
+	Empty       = 65 // EX_DATAERR: a download's command succeeded but left nothing to commit
 	Unavailable = 69 // EX_UNAVAILABLE: the backend cannot be used
 	Internal    = 70 // EX_SOFTWARE: anything else
 	Lost        = 74 // EX_IOERR: the lock was lost while held
