@@ -35,9 +35,9 @@ func NewDownloadCoordinator(m *Manager) *DownloadCoordinator {
 
 // Download is one caller's part in a coordinated download.
 type Download struct {
-	m       *Manager
-	id      string
-	dest    string
+	m          *Manager
+	id         string
+	dest       string
 	lock       *Lock  // nil when dest was already complete
 	staging    string // "" unless this caller downloads
 	allowEmpty bool   // see AllowEmpty

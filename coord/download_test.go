@@ -65,8 +65,8 @@ func checkDoOnce(t *testing.T, newManager func() *coord.Manager) {
 	}
 	spread := last.Sub(time.Unix(0, fetched.Load()))
 	t.Logf("last of 16 callers returned %s after the fetch finished", spread)
-	// Far below the 60s toolchain timeout a waiter that was never woken
-	// would end on; the wake-up itself is measured by make bench.
+	// Far below the stall timeout a waiter that was never woken would end
+	// on; the wake-up itself is measured by make bench.
 	if spread > slack {
 		t.Errorf("last caller returned %s after the fetch finished", spread)
 	}
