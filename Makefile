@@ -48,7 +48,9 @@ CLUSTER_PORT ?= 31379
 CLUSTER_SKIP ?= ^Test(Herd|EtcdUnreachable|CLICounterCoordServer|ServerBinaryMissing|Cluster(LeaderKilled|ConnectedMemberKilled|LeaseLeaderChange)|FS.*|PauseHolderFile)$$
 integration-cluster:
 	@export COORD_CLUSTER_DIR=$(CLUSTER_DIR) COORD_CLUSTER_PORT=$(CLUSTER_PORT); \
-	./deploy/local-cluster.sh down >/dev/null; ./deploy/local-cluster.sh up >/dev/null || exit 1; \
+	./deploy/local-cluster.sh down >/dev/null; out=$$(./deploy/local-cluster.sh up) || exit 1; \
+	again="COORD_CLUSTER_DIR=$(CLUSTER_DIR) COORD_CLUSTER_PORT=$(CLUSTER_PORT) ./deploy/local-cluster.sh down"; \
+	case "$$out" in *"$$again"*) ;; *) echo "local-cluster.sh up: its follow-up commands lack this cluster's settings:"; echo "$$out"; ./deploy/local-cluster.sh down; exit 1;; esac; \
 	trap 'exit 130' INT TERM; trap './deploy/local-cluster.sh down' EXIT; \
 	echo "cluster up in $(CLUSTER_DIR)"; \
 	COORD_TEST_CLUSTER_ENV=$(CLUSTER_DIR)/coord.env COORD_TEST_BACKENDS=etcd-cluster COORD_TEST_CLUSTER_KILL=1 \
@@ -101,7 +103,7 @@ demo: build
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	for i in 1 2 3 4; do \
 	  COORD_LOCK_DIR=$(DEMO)/locks ./bin/coord download demo-sdk-1.0 $(DEMO)/toolchains/demo-sdk-1.0 -- \
-	    sh -c 'echo "process $$PPID downloads into $$COORD_DEST (token $$COORD_FENCING_TOKEN)"; sleep 2; cp bin/coord "$$COORD_DEST/"; echo "$$PPID" > "$$COORD_DEST/downloaded-by"' & \
+	    sh -c 'echo "coord pid $$COORD_PID downloads into $$COORD_DEST (token $$COORD_FENCING_TOKEN)"; cp bin/coord "$$COORD_DEST/"; sleep 2; echo "$$COORD_PID" > "$$COORD_DEST/downloaded-by"' & \
 	done; wait
 	@echo "--- $(DEMO)/toolchains:"; ls -A $(DEMO)/toolchains $(DEMO)/toolchains/demo-sdk-1.0
-	@echo "--- downloaded by: $$(cat $(DEMO)/toolchains/demo-sdk-1.0/downloaded-by) (one process of four)"
+	@echo "--- downloaded by coord pid $$(cat $(DEMO)/toolchains/demo-sdk-1.0/downloaded-by) (one process of four; the others waited for it)"

@@ -278,6 +278,11 @@ up() {
 	setup_auth >/dev/null
 	write_env
 	trap - EXIT
+	# The follow-up commands name the settings this cluster was started
+	# with, so that they reach it and not the default one.
+	again=
+	[ "$DIR" = /tmp/coord-cluster ] || again="COORD_CLUSTER_DIR=$DIR "
+	[ "$PORT" = 32379 ] || again="${again}COORD_CLUSTER_PORT=$PORT "
 	echo "etcd cluster up: $(endpoints)"
 	echo "members m0 m1 m2 (pids $(cat "$DIR/m0.pid") $(cat "$DIR/m1.pid") $(cat "$DIR/m2.pid")); state in $DIR"
 	echo
@@ -286,7 +291,8 @@ up() {
 	echo "  coord lock demo -- echo held"
 	echo "etcdctl as root:"
 	echo "  set -a; . $DIR/root.env; set +a; etcdctl member list -w table"
-	echo "$0 status   shows members, leader and health; $0 down   stops it and removes $DIR"
+	echo "$again$0 status   shows members, leader and health"
+	echo "$again$0 down     stops it and removes $DIR"
 }
 
 status() {
