@@ -208,11 +208,10 @@ func (m *Manager) watchStall(ctx context.Context, name string, d time.Duration) 
 		defer close(done)
 		t := time.NewTicker(min(max(d/10, 50*time.Millisecond), 5*time.Second))
 		defer t.Stop()
-		type seen struct {
-			host       string
-			pid        int
-			token, at  int64
-			noProgress bool
+		type seen struct { // a holder and its byte count; -1 for none
+			host        string
+			pid         int
+			token, done int64
 		}
 		var prev seen
 		moved := time.Now()
@@ -228,9 +227,9 @@ func (m *Manager) watchStall(ctx context.Context, name string, d time.Duration) 
 			}
 			var now seen
 			if h != nil {
-				now = seen{host: h.Host, pid: h.PID, token: h.Token, noProgress: h.Progress == nil}
+				now = seen{h.Host, h.PID, h.Token, -1}
 				if h.Progress != nil {
-					now.at = h.Progress.Done
+					now.done = h.Progress.Done
 				}
 			}
 			if h == nil || now != prev {
