@@ -19,7 +19,7 @@ const flagVersion = "version"
 var errVersionShown = errors.New("version shown")
 
 func versionFlag() cli.Flag {
-	return &cli.BoolFlag{Name: flagVersion, Aliases: []string{"v"}, Usage: "print the version (as `coord version`)"}
+	return &cli.BoolFlag{Name: flagVersion, Aliases: []string{"v"}, Usage: "print the version, as the version command does"}
 }
 
 func versionCommand() *cli.Command {
