@@ -2,13 +2,11 @@ package etcdlock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -21,21 +19,25 @@ const (
 	RefusedGrace      = time.Second
 	refusedFirstProbe = 250 * time.Millisecond
 	refusedEvery      = 250 * time.Millisecond
+	// refusedDial bounds a probe's dial: a refusal comes back in a round
+	// trip (on Windows, after about 2 s of retries).
+	refusedDial = 3 * time.Second
 )
 
 // refusedWatch watches, while the client connects, for every endpoint
-// refusing the TCP connection: a dial that ends at once with
-// ECONNREFUSED. When that is still so once RefusedGrace has passed since
+// refusing the TCP connection: a dial answered with ECONNREFUSED (a
+// reset), not one that times out. When that is still so once RefusedGrace has passed since
 // the start, it calls giveUp and keeps what it saw for err.
 type refusedWatch struct {
-	done chan struct{}
-	wg   sync.WaitGroup
-	why  string // set before giveUp is called; read after stop
+	cancel context.CancelFunc // ends the watch and its dials
+	wg     sync.WaitGroup
+	why    string // set before giveUp is called; read after stop
 }
 
 // watchRefused starts a refusedWatch over cfg's endpoints; stop it.
 func watchRefused(ctx context.Context, cfg Config, giveUp func()) *refusedWatch {
-	w := &refusedWatch{done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	w := &refusedWatch{cancel: cancel}
 	if cfg.DialTimeout <= RefusedGrace {
 		return w // the dial timeout ends it as soon
 	}
@@ -49,12 +51,10 @@ func watchRefused(ctx context.Context, cfg Config, giveUp func()) *refusedWatch 
 			select {
 			case <-ctx.Done():
 				return
-			case <-w.done:
-				return
 			case <-t.C:
 			}
 			why, all := allRefuse(ctx, cfg.Endpoints)
-			if all && time.Since(start) >= RefusedGrace {
+			if all && time.Since(start) >= RefusedGrace && ctx.Err() == nil {
 				w.why = why
 				giveUp()
 				return
@@ -68,7 +68,7 @@ func watchRefused(ctx context.Context, cfg Config, giveUp func()) *refusedWatch 
 // stop ends the watch and waits for it. err is ErrUnavailable with what
 // the endpoints said, if the watch gave up.
 func (w *refusedWatch) stop() error {
-	close(w.done)
+	w.cancel()
 	w.wg.Wait()
 	if w.why == "" {
 		return nil
@@ -86,14 +86,14 @@ func allRefuse(ctx context.Context, endpoints []string) (why string, all bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dctx, cancel := context.WithTimeout(ctx, refusedEvery)
+			dctx, cancel := context.WithTimeout(ctx, refusedDial)
 			defer cancel()
 			var d net.Dialer
 			c, err := d.DialContext(dctx, "tcp", endpointHost(e))
 			if err == nil {
 				c.Close()
 			}
-			refused[i] = errors.Is(err, syscall.ECONNREFUSED)
+			refused[i] = isConnRefused(err)
 		}()
 	}
 	wg.Wait()
