@@ -23,8 +23,8 @@ func nearest(typed string, candidates []string) string {
 	limit := len(typed) / 3
 	best, bestD := "", limit+1
 	for _, c := range candidates {
-		if c == "" || c == typed {
-			continue
+		if c == "" || c == typed || len(typed) > len(c)+limit || len(c) > len(typed)+limit {
+			continue // too far apart by length alone (and a long name costs nothing)
 		}
 		if d := osaDistance(strings.ToLower(typed), strings.ToLower(c)); d < bestD {
 			best, bestD = c, d

@@ -1,6 +1,9 @@
 package coordcli
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestOSADistance: insertions, deletions, substitutions and adjacent
 // transpositions count one each.
@@ -45,6 +48,7 @@ func TestNearest(t *testing.T) {
 		{"lock", ""},
 		{"\x1b[31m", ""},
 		{"ééé", ""},
+		{strings.Repeat("lock", 1<<18), ""},
 	} {
 		if got := nearest(tt.typed, cmds); got != tt.want {
 			t.Errorf("nearest(%q) = %q; want %q", tt.typed, got, tt.want)
