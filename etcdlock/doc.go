@@ -45,7 +45,10 @@
 // # Slow, refused, down
 //
 // ErrUnavailable means etcd could not be reached for the dial timeout (no
-// connection, or a member without a leader). A slow etcd is waited for: a
+// connection, or a member without a leader), or that every endpoint
+// actively refused the TCP connection for RefusedGrace (see
+// connrefused.go: probed only when the client has not connected within
+// 250 ms). A slow etcd is waited for: a
 // write tried again after a timeout on an open connection gets a longer
 // try, renewals are not given up while the lease may live and overlap (up
 // to three), and a waiter ends only with the lock, its ctx, or its session

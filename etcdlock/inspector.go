@@ -39,11 +39,16 @@ func NewInspector(ctx context.Context, cfg Config) (*Inspector, error) {
 	}
 	in := &Inspector{cli: cli, prefix: cfg.Prefix, user: user(cfg)}
 	gctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	rw := watchRefused(ctx, cfg, cancel)
 	_, err = cli.Get(gctx, cfg.Prefix+"/", clientv3.WithCountOnly())
 	cancel()
+	rerr := rw.stop()
 	switch r := refused(err, in.user, in.prefix); {
 	case err == nil:
 		return in, nil
+	case rerr != nil && ctx.Err() == nil:
+		cli.Close()
+		return nil, rerr
 	case r != nil:
 		cli.Close()
 		return nil, fmt.Errorf("%w: %s", r, eps)

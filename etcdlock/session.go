@@ -120,11 +120,17 @@ func grant(ctx context.Context, cfg Config, cli *clientv3.Client, p *pace) (g *c
 	// the timeout, the probe cuts the grant short.
 	pr := startProbe(ctx, cfg, cancel)
 	defer pr.release()
+	// Nothing listening on any endpoint is certain too, after a grace.
+	rw := watchRefused(ctx, cfg, cancel)
 	err = retryWrite(gctx, cli.ActiveConnection(), cfg.DialTimeout, p, func(ctx context.Context) (err error) {
 		sent = time.Now()
 		g, err = cli.Grant(ctx, int64(cfg.TTL/time.Second))
 		return err
 	})
+	if rerr := rw.stop(); rerr != nil && err != nil && ctx.Err() == nil {
+		pr.stop()
+		return nil, sent, rerr
+	}
 	eps := strings.Join(cfg.Endpoints, ",")
 	if r := refused(err, user(cfg), cfg.Prefix); r != nil { // certain: no need to diagnose
 		pr.wait()

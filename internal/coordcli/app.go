@@ -91,9 +91,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *c
 		server = execServer(args)
 	}
 	app := newApp(stdout, stderr, server)
+	warnUnknownEnv(stderr, os.Environ(), app)
 	err := app.RunContext(ctx, args)
 	code := exitCode(err)
-	if err != nil && !errors.As(err, new(*childExit)) {
+	if err != nil && !errors.As(err, new(*childExit)) && !errors.Is(err, errVersionShown) {
 		fmt.Fprintf(stderr, "coord: %s\n", message(err))
 	}
 	return code
@@ -101,8 +102,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *c
 
 func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 	cmds := []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), gcCommand(), server, versionCommand()}
+	flags := append(globalFlags(), versionFlag())
 	for i, cmd := range cmds {
-		cmds[i] = command(cmd)
+		cmds[i] = command(cmd, flags)
 	}
 	return &cli.App{
 		Name:           "coord",
@@ -111,12 +113,19 @@ func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 		ErrWriter:      stderr,
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
-		OnUsageError:   usageErr,
-		Flags:          globalFlags(),
+		OnUsageError:   usageErrFor(flags, nil),
+		Flags:          flags,
 		Commands:       cmds,
+		Before: func(c *cli.Context) error {
+			if c.Bool(flagVersion) {
+				printVersion(c.App.Writer)
+				return errVersionShown
+			}
+			return nil
+		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return usagef("unknown command %q", c.Args().First())
+				return unknownCommand(c.App, c.Args().First())
 			}
 			return cli.ShowAppHelp(c)
 		},
@@ -125,11 +134,12 @@ func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
 
 // command makes cmd one of coord's, the server command that
 // cmd/coord-server injects as much as coord's own: a flag that does not
-// parse is a usage error, and the errors of its action are told apart from
-// those of parsing the command line (see exitCode).
-func command(cmd *cli.Command) *cli.Command {
+// parse is a usage error (an unknown one named with the nearest of cmd's
+// flags or of the global ones), and the errors of its action are told
+// apart from those of parsing the command line (see exitCode).
+func command(cmd *cli.Command, global []cli.Flag) *cli.Command {
 	wrapped := *cmd // the injected command is not ours to change
-	wrapped.OnUsageError = usageErr
+	wrapped.OnUsageError = usageErrFor(cmd.Flags, global)
 	if action := cmd.Action; action != nil {
 		wrapped.Action = func(c *cli.Context) error {
 			if err := action(c); err != nil {
@@ -140,10 +150,6 @@ func command(cmd *cli.Command) *cli.Command {
 	}
 	return &wrapped
 }
-
-// usageErr is the OnUsageError of every command: a flag that does not
-// parse is a usage error (exit 64).
-func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
 
 // usageError marks a mistake in how coord was called (exit 64).
 type usageError struct{ err error }
@@ -180,7 +186,7 @@ func exitCode(err error) int {
 	var ce *childExit
 	var xe *exitCodeError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errVersionShown):
 		return exitcode.OK
 	case errors.As(err, &ce):
 		return ce.code
@@ -203,8 +209,19 @@ func exitCode(err error) int {
 }
 
 // message is err as coord prints it: one line, escaped (see Printable),
-// and, when a coord setting bears on it, naming the flag that sets it.
-func message(err error) string { return Printable(err.Error()) + settingHint(err) }
+// and, when a coord setting bears on it, naming the flag that sets it. A
+// signal (SIGINT, SIGTERM, SIGHUP) cancels the command's context, the only
+// cancellation coord has: the "context canceled" it left in err is said as
+// "interrupted".
+func message(err error) string {
+	text := err.Error()
+	if errors.Is(err, context.Canceled) {
+		if i := strings.LastIndex(text, context.Canceled.Error()); i >= 0 {
+			text = text[:i] + "interrupted" + text[i+len(context.Canceled.Error()):]
+		}
+	}
+	return Printable(text) + settingHint(err)
+}
 
 // settingHint names the flag (and env var) for the coord.Config field that
 // a ConfigError is about; the library names only its own fields.
@@ -263,19 +280,18 @@ func (g globals) logger(w io.Writer, cfg config) (*zap.Logger, error) {
 	if err != nil {
 		return nil, usagef("%s: %v", level.from, err)
 	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	var e zapcore.Encoder
+	var core zapcore.Core
 	switch format.text {
 	case "console":
-		enc.EncodeLevel = zapcore.CapitalLevelEncoder
-		e = zapcore.NewConsoleEncoder(enc)
+		core = newConsoleCore(zapcore.AddSync(w), lvl)
 	case "json":
-		e = zapcore.NewJSONEncoder(enc)
+		enc := zap.NewProductionEncoderConfig()
+		enc.EncodeTime = zapcore.ISO8601TimeEncoder
+		core = zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl)
 	default:
 		return nil, usagef("%s %q: want console or json", format.from, format.text)
 	}
-	log := zap.New(zapcore.NewCore(e, zapcore.AddSync(w), lvl))
+	log := zap.New(core)
 	for _, f := range cfg.groupReadable {
 		log.Warn("the config file holds the etcd password and its group can read it", zap.String("file", f))
 	}

@@ -1,6 +1,7 @@
 package coordcli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -42,6 +43,9 @@ func TestMessageNamesTheFlag(t *testing.T) {
 		{fmt.Errorf("status: %w", &coord.ConfigError{Field: "Backend", Err: unavailable}), "status: backend unavailable: etcd: down (with --backend etcd coord never falls back to host-local locks)"},
 		{&coord.ConfigError{Field: "Prefix", Err: unavailable}, "backend unavailable: etcd: down"},
 		{errors.New("line\none"), "line one"},
+		{fmt.Errorf("lock %q: %w", "a", context.Canceled), `lock "a": interrupted`},
+		{fmt.Errorf("%w: x", context.Canceled), "interrupted: x"},
+		{errors.New("context canceled, said the server"), "context canceled, said the server"},
 	} {
 		if got := message(tt.err); got != tt.want {
 			t.Errorf("message(%v) = %q; want %q", tt.err, got, tt.want)

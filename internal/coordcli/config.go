@@ -57,7 +57,7 @@ func globalSettings() []setting {
 		{name: flagFallback, env: envFallback, def: "none", usage: "none, or file: lock on this host only when etcd is unreachable"},
 		{name: flagPrefix, env: envPrefix, def: "/toolchainkit", usage: "etcd key prefix"},
 		{name: flagTTL, env: envTTL, def: "10s", duration: true, usage: "etcd lease TTL, whole seconds, at least 2s"},
-		{name: flagDial, env: envDial, def: "5s", duration: true, usage: "how long to try reaching etcd"},
+		{name: flagDial, env: envDial, def: "5s", duration: true, usage: "how long to try reaching etcd (1s once every endpoint refuses the connection)"},
 		{name: flagCACert, env: envCACert, path: true, usage: "PEM file of the CA that signed etcd's certificate"},
 		{name: flagCert, env: envCert, path: true, usage: "PEM client certificate for etcd"},
 		{name: flagKey, env: envKey, path: true, usage: "PEM client key for etcd"},

@@ -38,5 +38,16 @@
 // escaped by Printable, the one function through which coord passes any
 // text that it did not write itself (lock names, paths, holder records,
 // errors), and followed by the flag that sets the coord setting it is
-// about, if any.
+// about, if any. A cancelled context, which only a signal causes, is said
+// as "interrupted".
+//
+// # Slips and log lines
+//
+// suggest.go names the nearest command or flag to a mistyped one (optimal
+// string alignment distance, within a third of its length: garbage gets no
+// suggestion). env.go warns about COORD_ variables coord neither reads nor
+// sets; the known ones are those of every command's flags, so that the
+// list cannot drift, plus reservedEnv. console.go is the console log
+// format: zap entries as "coord: warning: msg (key=value, ...)", in the
+// voice of coord's messages; --log-format json is zap's own encoder.
 package coordcli
