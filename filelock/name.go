@@ -20,19 +20,32 @@ const (
 
 // FileName maps a lock name to the name of its lock file: one path element,
 // never "." or "..", without '/' or '\\', NUL or control bytes. The mapping is
-// injective: bytes outside [A-Za-z0-9_.+=@,-] (and a leading '.') are written
-// as %XX, so distinct names give distinct escaped forms; an escaped form longer
-// than 200 bytes is cut and followed by '~' and a SHA-256 of the whole name,
-// and '~' never occurs in an escaped form. Names that Windows reserves for
-// devices (CON, NUL, COM1, …) have their first byte escaped.
+// injective, also where the file system ignores case (NTFS, APFS as macOS
+// formats it): bytes outside [a-z0-9_.+=@,-] (so upper-case letters too, and
+// a leading '.') are written as %XX with upper-case hex digits, so distinct
+// names give escaped forms that differ in more than case ("LLVM" is
+// "%4C%4C%56%4D.lock", "llvm" is "llvm.lock"). An escaped form longer than
+// 200 bytes is cut and followed by '~' and a SHA-256 of the whole name in
+// lower-case hex, and '~' never occurs in an escaped form. Names that
+// Windows reserves for devices (CON, nul, COM1, …) have their first byte
+// escaped.
+//
+// Before upper-case letters were escaped, a name kept them as they were
+// ("LLVM.lock"); a name without upper-case letters maps as it did.
 func FileName(name string) (string, error) {
+	return fileName(name, false)
+}
+
+// fileName is FileName; with legacy, upper-case letters are kept as they
+// are, as FileName did before it escaped them.
+func fileName(name string, legacy bool) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("%w: empty", ErrInvalidName)
 	}
 	if len(name) > MaxNameLen {
 		return "", fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidName, len(name), MaxNameLen)
 	}
-	esc := escape(name)
+	esc := escape(name, legacy)
 	if len(esc)+len(fileSuffix) > maxFileLen {
 		cut := keepLen
 		// Do not cut inside a %XX escape.
@@ -45,13 +58,13 @@ func FileName(name string) (string, error) {
 	return esc + fileSuffix, nil
 }
 
-// escape is FileName's escaped form of name, before any shortening.
-func escape(name string) string {
+// escape is fileName's escaped form of name, before any shortening.
+func escape(name string, legacy bool) string {
 	var b strings.Builder
 	b.Grow(len(name) + len(fileSuffix))
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if safeByte(c) && !(i == 0 && (c == '.' || reservedOnWindows(name))) {
+		if (safeByte(c) || legacy && isUpper(c)) && !(i == 0 && (c == '.' || reservedOnWindows(name))) {
 			b.WriteByte(c)
 			continue
 		}
@@ -62,7 +75,8 @@ func escape(name string) string {
 
 // nameFromFile undoes FileName for display. A shortened name comes back as
 // its kept prefix followed by "…"; ok is false for a file name that FileName
-// cannot have produced.
+// cannot have produced, now or before it escaped upper-case letters (see
+// FileName), so that Prune also finds the files of older coords.
 func nameFromFile(file string) (name string, ok bool) {
 	esc, found := strings.CutSuffix(file, fileSuffix)
 	if !found || esc == "" {
@@ -73,7 +87,7 @@ func nameFromFile(file string) (name string, ok bool) {
 	for i := 0; i < len(esc); i++ {
 		c := esc[i]
 		if c != '%' {
-			if !safeByte(c) {
+			if !safeByte(c) && !isUpper(c) {
 				return "", false
 			}
 			b.WriteByte(c)
@@ -90,24 +104,29 @@ func nameFromFile(file string) (name string, ok bool) {
 		i += 2
 	}
 	name = b.String()
-	// Only FileName's own spelling counts: a file planted as "%61.lock"
+	// Only FileName's own spellings count: a file planted as "%61.lock"
 	// or "%2f.lock" must not pass for the lock "a" or "/".
 	if !hashed {
-		if f, err := FileName(name); err != nil || f != file {
-			return "", false
+		for _, legacy := range []bool{false, true} {
+			if f, err := fileName(name, legacy); err == nil && f == file {
+				return name, true
+			}
 		}
-		return name, true
+		return "", false
 	}
-	if escape(name) != esc || len(esc) < keepLen-2 || len(esc) > keepLen ||
+	if escape(name, false) != esc && escape(name, true) != esc ||
+		len(esc) < keepLen-2 || len(esc) > keepLen ||
 		len(sum) != 32 || strings.Trim(sum, "0123456789abcdef") != "" {
 		return "", false
 	}
 	return name + "…", true
 }
 
+func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
+
 func safeByte(c byte) bool {
 	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+	case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
 		return true
 	}
 	return strings.IndexByte("_.+=@,-", c) >= 0

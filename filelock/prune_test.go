@@ -157,6 +157,64 @@ func TestPruneOlderThan(t *testing.T) {
 	}
 }
 
+// TestOldSpelling: the file of an older coord that kept upper-case letters
+// in file names ("LLVM.lock", not "%4C%4C%56%4D.lock") is listed under its
+// lock name, kept while that coord holds it, and removed once idle.
+func TestOldSpelling(t *testing.T) {
+	dir := t.TempDir()
+	l := newLocker(t, dir)
+	old := filepath.Join(dir, "LLVM.lock")
+	f, err := os.OpenFile(old, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil { // the old coord holds it
+		t.Fatal(err)
+	}
+	// The new coord's LLVM is another file: the two do not exclude each
+	// other during an upgrade (README).
+	lock(t, l, "LLVM", filelock.Exclusive).Unlock()
+	infos, err := l.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held, free int
+	for _, in := range infos {
+		switch {
+		case in.Name == "LLVM" && in.File == old && in.Held:
+			held++
+		case in.Name == "LLVM" && in.File != old && !in.Held:
+			free++
+		default:
+			t.Errorf("List: %+v", in)
+		}
+	}
+	if held != 1 || free != 1 {
+		t.Errorf("List: %d held LLVM.lock, %d free new LLVM file; want 1 and 1", held, free)
+	}
+	dry, err := l.Prune(context.Background(), filelock.PruneOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range dry {
+		if p.File == old && p.Kept != filelock.KeptHeld {
+			t.Errorf("held LLVM.lock: %+v; want kept as held", p)
+		}
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	ps, err := l.Prune(context.Background(), filelock.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 2 || !ps[0].Removed || !ps[1].Removed || ps[0].Name != "LLVM" || ps[1].Name != "LLVM" {
+		t.Errorf("Prune: %+v; want both LLVM files removed", ps)
+	}
+	if exists(t, old) {
+		t.Errorf("idle LLVM.lock left in place")
+	}
+}
+
 // Planted files named like locks: never followed, opened for writing or
 // removed.
 func TestPruneHostileFiles(t *testing.T) {

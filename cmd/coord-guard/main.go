@@ -1,6 +1,6 @@
 // Command coord-guard is the guard that `coord lock` and `coord download`
-// put between themselves and the command they run, on Linux (see package
-// internal/guard). It is not meant to be run by hand.
+// put between themselves and the command they run, on Linux, macOS and the
+// BSDs (see package internal/guard). It is not meant to be run by hand.
 package main
 
 import (

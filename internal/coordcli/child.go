@@ -71,8 +71,9 @@ func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name
 //
 // Without a controlling terminal the child leads its own process group:
 // signals go to the whole group, and when the child exits whatever it left
-// in the group is killed. On Linux a guard (see guardCommand) kills the
-// group if coord dies, even by SIGKILL; on Windows a job object does. With
+// in the group is killed. On Linux, macOS and the BSDs a guard (see
+// guardCommand) kills the group if coord dies, even by SIGKILL; on Windows
+// a job object does. With
 // a terminal the child stays in coord's group so that it can use the
 // terminal, and the terminal's own ^C reaches it; there only the child
 // itself is killed if coord dies (Linux).

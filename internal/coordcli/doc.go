@@ -15,7 +15,7 @@
 // error and marks what the action returns, so that exitCode can tell a
 // mistake in the command line from a failure while running. A command
 // that runs a child (lock, download) does so in child.go, behind a guard
-// on Linux (guard_linux.go, package internal/guard).
+// on Linux, macOS and the BSDs (guard.go, package internal/guard).
 //
 // # Settings
 //

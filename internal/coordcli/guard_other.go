@@ -1,8 +1,9 @@
-//go:build unix && !linux
+//go:build unix && !(linux || darwin || dragonfly || freebsd || netbsd || openbsd)
 
 package coordcli
 
 const guardCommand = "__guard"
 
-// guardedArgv: only Linux has the parent-death signal a guard needs.
+// guardedArgv: a guard needs the parent-death signal (Linux) or kqueue
+// (macOS, the BSDs) to learn that coord died.
 func guardedArgv(argv []string, _ bool) []string { return argv }

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !(linux || darwin || dragonfly || freebsd || netbsd || openbsd)
 
 package guard
 
@@ -9,8 +9,9 @@ import (
 	"github.com/toolchainkit/coord/internal/exitcode"
 )
 
-// Main refuses: only Linux has the parent-death signal a guard needs.
+// Main refuses: a guard needs the parent-death signal (Linux) or kqueue
+// (macOS, the BSDs) to learn that coord died.
 func Main(_ []string, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "coord: the guard is Linux only")
+	fmt.Fprintln(stderr, "coord: the guard runs on Linux, macOS and the BSDs only")
 	return exitcode.Usage
 }
