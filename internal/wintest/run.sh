@@ -57,10 +57,13 @@ for p in filelock coord integration; do
 		rc=1
 		cat "$log"
 	}
-	# Each test's outcome; a skip with its reason (the line before it).
-	awk '/^ *--- (PASS|FAIL)/ { print "  " $2 " " $3 }
-		/^ *--- SKIP/ { print "  SKIP: " $3 ": " prev }
-		{ sub(/^ +([a-z_]+\.go:[0-9]+: )?/, ""); prev = $0 }' "$log"
+	# Each test's outcome; a skip with its reason (the test's first line).
+	awk '/^=== (RUN|CONT)/ { cur = $3; next }
+		/^ *--- (PASS|FAIL)/ { print "  " $2 " " $3; next }
+		/^ *--- SKIP/ { print "  SKIP: " $3 " " why[$3]; next }
+		!(cur in why) { sub(/^ +([a-z_]+\.go:[0-9]+: )?/, ""); why[cur] = $0 }' "$log"
+	# The figures the contract tests measured (kill to grant, and so on).
+	grep -hE '^ +windows_test\.go:[0-9]+: ' "$log" | sed -E 's/^ +windows_test\.go:[0-9]+: /  figure: /' || true
 	echo "$p: $(grep -cE '^ *--- PASS' "$log") passed, $(grep -cE '^ *--- SKIP' "$log") skipped, $(grep -cE '^ *--- FAIL' "$log") failed ($(($(date +%s) - t0)) s)"
 done
 echo "make test-windows: $(($(date +%s) - start)) s"
