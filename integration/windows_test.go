@@ -183,20 +183,23 @@ func waitFile(path string, d time.Duration) error {
 	}
 }
 
-// said waits for a helper's file and returns its pid, token and coord's pid.
+// said waits for a helper's file and returns its pid, token and coord's
+// pid. A file just renamed into place can refuse to open for a moment
+// (sharing violation): it is read again.
 func said(t *testing.T, file string) (pid int, token int64, coordPID int) {
 	t.Helper()
-	if err := waitFile(file, procTimeout); err != nil {
-		t.Fatal(err)
+	for deadline := time.Now().Add(procTimeout); ; time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(file)
+		if err == nil {
+			if _, err = fmt.Sscan(string(b), &pid, &token, &coordPID); err == nil {
+				return pid, token, coordPID
+			}
+			err = fmt.Errorf("%q: %w", b, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", file, err)
+		}
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fmt.Sscan(string(b), &pid, &token, &coordPID); err != nil {
-		t.Fatalf("%s: %q: %v", file, b, err)
-	}
-	return pid, token, coordPID
 }
 
 // env is a coord process's environment: the file backend on locks.
@@ -287,6 +290,7 @@ func gone(t *testing.T, pid int, since time.Time, d time.Duration) time.Duration
 func TestWindowsExclusion(t *testing.T) {
 	e := newEnv(t)
 	const procs, iters = 4, 5
+	began := time.Now()
 	var wg sync.WaitGroup
 	for p := range procs {
 		wg.Go(func() {
@@ -300,12 +304,13 @@ func TestWindowsExclusion(t *testing.T) {
 	}
 	wg.Wait()
 	b, _ := os.ReadFile(filepath.Join(e.work, "counter"))
-	if got := strings.TrimSpace(string(b)); got != strconv.Itoa(procs*iters) {
+	b = bytes.TrimSpace(b)
+	if got := string(b); got != strconv.Itoa(procs*iters) {
 		t.Errorf("counter = %s; want %d", got, procs*iters)
 	}
-	b, _ = os.ReadFile(filepath.Join(e.work, "tokens"))
+	tb, _ := os.ReadFile(filepath.Join(e.work, "tokens"))
 	var tokens []int64
-	for _, f := range strings.Fields(string(b)) {
+	for _, f := range strings.Fields(string(tb)) {
 		n, _ := strconv.ParseInt(f, 10, 64)
 		tokens = append(tokens, n)
 	}
@@ -316,6 +321,7 @@ func TestWindowsExclusion(t *testing.T) {
 	if !rising {
 		t.Errorf("tokens %v; want %d, each above the one before", tokens, procs*iters)
 	}
+	t.Logf("%d processes × %d locks in %s: counter %s, %d tokens rising", procs, iters, time.Since(began).Round(time.Millisecond), b, len(tokens))
 }
 
 // Two shared holders at once; an exclusive try meanwhile exits 75 and
@@ -385,11 +391,11 @@ func TestWindowsKilledHolder(t *testing.T) {
 	if err := holder.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	died := gone(t, child, killed, 10*time.Second)
 	at := <-granted
 	if at.IsZero() {
 		return
 	}
-	died := gone(t, child, killed, 10*time.Second)
 	t.Logf("kill → next grant %s, → the command gone %s", at.Sub(killed).Round(time.Millisecond), died.Round(time.Millisecond))
 }
 
@@ -397,6 +403,7 @@ func TestWindowsKilledHolder(t *testing.T) {
 func TestWindowsDownloadOnce(t *testing.T) {
 	e := newEnv(t)
 	dest := filepath.Join(e.work, "sdk")
+	began := time.Now()
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Go(func() {
@@ -408,9 +415,11 @@ func TestWindowsDownloadOnce(t *testing.T) {
 	}
 	wg.Wait()
 	b, _ := os.ReadFile(filepath.Join(e.work, "runs"))
-	if n := len(strings.Fields(string(b))); n != 1 {
+	n := len(strings.Fields(string(b)))
+	if n != 1 {
 		t.Errorf("CMD ran %d times; want once", n)
 	}
+	t.Logf("4 racing downloads done in %s: CMD ran %d time(s)", time.Since(began).Round(time.Millisecond), n)
 	if b, err := os.ReadFile(filepath.Join(dest, "payload")); string(b) != "whole" {
 		t.Errorf("DEST's payload = %q, %v", b, err)
 	}
@@ -433,6 +442,7 @@ func TestWindowsCrashMidDownload(t *testing.T) {
 	if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("after the crash DEST: %v; want none", err)
 	}
+	t.Logf("kill → the command gone %s; no DEST", died.Round(time.Millisecond))
 	code, stderr := run(t, e.coord("download", filepath.Join(e.work, "again"), "download", "sdk", dest))
 	if code != 0 && strings.Contains(stderr, "Invalid function") {
 		wintest.SkipUnderWine(t, "the dead download's staging directory cannot be removed (os.RemoveAll: \"Invalid function\"): "+stderr)
@@ -443,7 +453,6 @@ func TestWindowsCrashMidDownload(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dest, "payload")); string(b) != "whole" {
 		t.Errorf("DEST's payload = %q, %v", b, err)
 	}
-	t.Logf("kill → the command gone %s; the next download completed DEST", died.Round(time.Millisecond))
 }
 
 // Names Windows treats specially each lock one file, inside the lock
@@ -473,6 +482,7 @@ func TestWindowsHostileNames(t *testing.T) {
 			t.Errorf("%q is not a regular file", ent.Name())
 		}
 	}
+	t.Logf("%d hostile names: %d regular files in the lock directory", len(names), len(ents))
 	if top, _ := os.ReadDir(filepath.Dir(e.locks)); len(top) != 2 {
 		t.Errorf("%d entries beside the lock dir and work; want none", len(top)-2)
 	}
