@@ -48,12 +48,13 @@ echo "wine $(wine --version): prefix and test binaries ready in $(($(date +%s) -
 
 # Each package's tests run in its directory (testdata), coord on the file
 # backend only (an embedded etcd under Wine is not what this lane tests).
+coord_exe=$(winepath -w "$bin/coord.exe")
 rc=0
 for p in filelock coord integration; do
 	log=$tmp/$p.log
 	t0=$(date +%s)
-	(cd "$p" && COORD_TEST_BACKENDS=file COORD_TEST_BIN="$bin/coord.exe" \
-		wine "$bin/$p.test.exe" -test.v -test.count=1 -test.timeout=4m) >"$log" 2>&1 || {
+	(cd "$p" && COORD_TEST_BACKENDS=file COORD_TEST_BIN="$coord_exe" \
+		wine "$bin/$p.test.exe" -test.v -test.count=1 -test.timeout=10m) >"$log" 2>&1 || {
 		rc=1
 		cat "$log"
 	}
@@ -63,7 +64,8 @@ for p in filelock coord integration; do
 		/^ *--- SKIP/ { print "  SKIP: " $3 " " why[$3]; next }
 		!(cur in why) { sub(/^ +([a-z_]+\.go:[0-9]+: )?/, ""); why[cur] = $0 }' "$log"
 	# The figures the contract tests measured (kill to grant, and so on).
-	grep -hE '^ +windows_test\.go:[0-9]+: ' "$log" | sed -E 's/^ +windows_test\.go:[0-9]+: /  figure: /' || true
+	grep -hE '^ +windows_test\.go:[0-9]+: ' "$log" | grep -v 'under Wine' |
+		sed -E 's/^ +windows_test\.go:[0-9]+: /  figure: /' || true
 	echo "$p: $(grep -cE '^ *--- PASS' "$log") passed, $(grep -cE '^ *--- SKIP' "$log") skipped, $(grep -cE '^ *--- FAIL' "$log") failed ($(($(date +%s) - t0)) s)"
 done
 echo "make test-windows: $(($(date +%s) - start)) s"
