@@ -219,13 +219,19 @@ func newEnv(t *testing.T) env {
 	return e
 }
 
+// cli returns `coord.exe args...` on e's lock directory.
+func (e env) cli(args ...string) *exec.Cmd {
+	cmd := exec.Command(coordBin, args...)
+	cmd.Env = append(os.Environ(), "COORD_BACKEND=file", "COORD_LOCK_DIR="+e.locks, "COORD_CONFIG=NUL")
+	return cmd
+}
+
 // coord returns `coord.exe args... -- <this binary>` with role and file
 // given to the helper.
 func (e env) coord(role, file string, args ...string) *exec.Cmd {
 	self, _ := os.Executable()
-	cmd := exec.Command(coordBin, append(args, "--", self)...)
-	cmd.Env = append(os.Environ(), "COORD_BACKEND=file", "COORD_LOCK_DIR="+e.locks, "COORD_CONFIG=NUL",
-		envHelper+"="+role, envFile+"="+file)
+	cmd := e.cli(append(args, "--", self)...)
+	cmd.Env = append(cmd.Env, envHelper+"="+role, envFile+"="+file)
 	return cmd
 }
 
@@ -496,6 +502,25 @@ func TestWindowsHostileNames(t *testing.T) {
 	said(t, file)
 	if code, _ := run(t, e.coord("hold", filepath.Join(e.work, "no"), "lock", "--timeout", "0", "CON")); code != 75 {
 		t.Errorf("second lock on CON: exit %d; want 75", code)
+	}
+}
+
+// coord gc removes no lock file on Windows, where a file that others hold
+// open cannot be deleted: it says so and exits 0.
+func TestWindowsGCKeepsLockFiles(t *testing.T) {
+	e := newEnv(t)
+	if code, stderr := run(t, e.coord("say", filepath.Join(e.work, "said"), "lock", "idle")); code != 0 {
+		t.Fatalf("coord lock idle: exit %d: %s", code, stderr)
+	}
+	cmd := e.cli("gc", "--json")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	code, stderr := run(t, cmd)
+	if code != 0 || !strings.Contains(stdout.String(), `"kept": "unsupported"`) {
+		t.Errorf("coord gc --json: exit %d, %s%s; want 0 and the lock file kept, unsupported", code, stdout.String(), stderr)
+	}
+	if ents, _ := os.ReadDir(e.locks); len(ents) != 1 {
+		t.Errorf("lock dir has %d entries after gc; want the one lock file", len(ents))
 	}
 }
 
