@@ -58,11 +58,11 @@ for p in filelock coord integration; do
 		rc=1
 		cat "$log"
 	}
-	# Each test's outcome; a skip with its reason (the test's first line).
+	# Each test's outcome; a skip with its reason (the test's last line).
 	awk '/^=== (RUN|CONT)/ { cur = $3; next }
 		/^ *--- (PASS|FAIL)/ { print "  " $2 " " $3; next }
 		/^ *--- SKIP/ { print "  SKIP: " $3 " " why[$3]; next }
-		!(cur in why) { sub(/^ +([a-z_]+\.go:[0-9]+: )?/, ""); why[cur] = $0 }' "$log"
+		{ sub(/^ +([a-z_]+\.go:[0-9]+: )?/, ""); why[cur] = $0 }' "$log"
 	# The figures the contract tests measured (kill to grant, and so on).
 	grep -hE '^ +windows_test\.go:[0-9]+: ' "$log" | grep -v 'under Wine' |
 		sed -E 's/^ +windows_test\.go:[0-9]+: /  figure: /' || true
