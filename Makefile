@@ -3,14 +3,14 @@ GO ?= go
 FUZZTIME ?= 20s
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: build test suite vet cross lint bench fuzz clean demo soak integration-cluster
+.PHONY: build test suite vet cross lint bench fuzz clean demo soak integration-cluster test-windows
 
 build:
 	$(GO) build -o bin/ ./cmd/...
 
 # gofmt, vet (also for Windows and macOS), staticcheck, the cross-builds,
 # the whole suite with the race detector, then the contract suite on a
-# local TLS etcd cluster.
+# local TLS etcd cluster, then the Windows tests under Wine.
 #
 # BUSY=N runs N CPU-burning loops beside the whole target, as a loaded CI
 # host or fleet machine would (`make test BUSY=2`); they are killed when it
@@ -24,12 +24,20 @@ test:
 	  $(MAKE) BUSY=0 test; \
 	else $(MAKE) suite; fi
 
-# The cluster suite runs even when the plain one failed: one flaky test
-# must not hide what the cluster run would have found.
+# The cluster suite and the Windows lane run even when the plain one
+# failed: one flaky test must not hide what they would have found.
 suite: lint cross
 	@rc=0; $(GO) test -race -count=1 -timeout 20m ./... || rc=$$?; \
 	$(MAKE) integration-cluster || rc=$$?; \
+	$(MAKE) test-windows || rc=$$?; \
 	exit $$rc
+
+# The Windows test binaries of filelock, coord (file backend) and
+# integration (coord.exe processes: windows_test.go), run under Wine in a
+# throwaway prefix; installs wine64 and mingw-w64 when missing (as root).
+# See internal/wintest/run.sh; README lists what Wine skips and why.
+test-windows:
+	GO=$(GO) ./internal/wintest/run.sh
 
 # The contract suite (integration/) on a 3-member etcd cluster with mutual
 # TLS and etcd auth, brought up by deploy/local-cluster.sh, as its coord

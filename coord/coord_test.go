@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/wintest"
 )
 
 // Time bounds in these tests hold on a loaded 2-core machine: a bound is
@@ -36,7 +37,7 @@ func newManager(t *testing.T, dir string) *coord.Manager {
 }
 
 func TestTimeoutErrorNamesHolder(t *testing.T) {
-	dir := t.TempDir()
+	dir := wintest.TempDir(t)
 	a, b := newManager(t, dir), newManager(t, dir)
 	l, err := a.RegistryLock(context.Background())
 	if err != nil {
@@ -73,9 +74,11 @@ func TestTimeoutErrorNamesHolder(t *testing.T) {
 	// A ctx deadline bounds the wait when no WithTimeout is given.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := b.ToolchainLock(ctx, "x"); err != nil {
+	other, err := b.ToolchainLock(ctx, "x")
+	if err != nil {
 		t.Fatalf("other lock: %v", err)
 	}
+	defer other.Unlock()
 	if _, err := b.RegistryLock(ctx); !errors.Is(err, coord.ErrTimeout) {
 		t.Fatalf("with ctx deadline = %v; want ErrTimeout", err)
 	}
@@ -89,7 +92,7 @@ func TestTimeoutErrorNamesHolder(t *testing.T) {
 }
 
 func TestInvalidInput(t *testing.T) {
-	m := newManager(t, t.TempDir())
+	m := newManager(t, wintest.TempDir(t))
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
@@ -116,7 +119,7 @@ func TestInvalidInput(t *testing.T) {
 
 // Names are data: hostile names lock files inside the lock directory only.
 func TestHostileNamesStayInLockDir(t *testing.T) {
-	root := t.TempDir()
+	root := wintest.TempDir(t)
 	dir := filepath.Join(root, "locks")
 	m := newManager(t, dir)
 	names := []string{"../x", "/abs", ".", "..", "a/../../b", "nul\x00byte", "\x1b[31m", "\xff\xfe", strings.Repeat("long", 1000)}
@@ -143,9 +146,9 @@ func TestHostileNamesStayInLockDir(t *testing.T) {
 }
 
 func TestProjectLockCleansPath(t *testing.T) {
-	dir := t.TempDir()
+	dir := wintest.TempDir(t)
 	a, b := newManager(t, dir), newManager(t, dir)
-	proj := t.TempDir()
+	proj := wintest.TempDir(t)
 	l, err := a.ProjectLock(context.Background(), proj)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +164,7 @@ func TestProjectLockCleansPath(t *testing.T) {
 }
 
 func TestSharedAndExclusive(t *testing.T) {
-	dir := t.TempDir()
+	dir := wintest.TempDir(t)
 	a, b, c := newManager(t, dir), newManager(t, dir), newManager(t, dir)
 	ctx := context.Background()
 	s1, err := a.Lock(ctx, "s", coord.Shared(), coord.WithTimeout(0))
@@ -193,7 +196,7 @@ func TestSharedAndExclusive(t *testing.T) {
 }
 
 func TestUnlockTwice(t *testing.T) {
-	m := newManager(t, t.TempDir())
+	m := newManager(t, wintest.TempDir(t))
 	l, err := m.Lock(context.Background(), "u")
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +216,7 @@ func TestUnlockTwice(t *testing.T) {
 
 func TestEtcdSelectedButMissingFailsClosed(t *testing.T) {
 	ctx := context.Background()
-	cfg := coord.Config{Endpoints: []string{"http://127.0.0.1:1"}, LockDir: t.TempDir(), DialTimeout: 500 * time.Millisecond}
+	cfg := coord.Config{Endpoints: []string{"http://127.0.0.1:1"}, LockDir: wintest.TempDir(t), DialTimeout: 500 * time.Millisecond}
 	start := time.Now()
 	_, err := coord.New(ctx, cfg)
 	var ce *coord.ConfigError
@@ -237,7 +240,7 @@ func TestEtcdSelectedButMissingFailsClosed(t *testing.T) {
 // Holder records stay within what backends store, however long or
 // escape-heavy the command line.
 func TestLongCommandsAreClipped(t *testing.T) {
-	dir := t.TempDir()
+	dir := wintest.TempDir(t)
 	for _, cmd := range [][]string{make([]string, 6000), {strings.Repeat("\x01", 100000)}, {strings.Repeat("x", 1<<20)}} {
 		m, err := coord.New(context.Background(), coord.Config{Backend: coord.BackendFile, LockDir: dir}, coord.WithCommand(cmd))
 		if err != nil {
@@ -258,8 +261,8 @@ func TestLongCommandsAreClipped(t *testing.T) {
 
 // Progress published by the downloader is what other processes see.
 func TestProgressVisibleToOthers(t *testing.T) {
-	locks := t.TempDir()
-	d, err := coord.NewDownloadCoordinator(newManager(t, locks)).Coordinate(context.Background(), "p", filepath.Join(t.TempDir(), "p"))
+	locks := wintest.TempDir(t)
+	d, err := coord.NewDownloadCoordinator(newManager(t, locks)).Coordinate(context.Background(), "p", filepath.Join(wintest.TempDir(t), "p"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +285,7 @@ func TestProgressVisibleToOthers(t *testing.T) {
 // A timeout that ends while another caller downloads is a timeout, never
 // a "done" for a dest that is not complete.
 func TestCoordinateTimesOutDuringDownload(t *testing.T) {
-	locks, dest := t.TempDir(), filepath.Join(t.TempDir(), "slow")
+	locks, dest := wintest.TempDir(t), filepath.Join(wintest.TempDir(t), "slow")
 	first, err := coord.NewDownloadCoordinator(newManager(t, locks)).Coordinate(context.Background(), "slow", dest)
 	if err != nil || !first.ShouldDownload() {
 		t.Fatalf("first Coordinate = %v, %v", first, err)

@@ -15,11 +15,13 @@ import (
 
 	"github.com/toolchainkit/coord/coord"
 	"github.com/toolchainkit/coord/internal/etcdtest"
+	"github.com/toolchainkit/coord/internal/wintest"
 )
 
 func startEtcd(t *testing.T, opts ...etcdtest.Option) *etcdtest.Server {
 	t.Helper()
-	s, err := etcdtest.StartEmbedded(t.TempDir(), opts...)
+	needEtcd(t)
+	s, err := etcdtest.StartEmbedded(wintest.TempDir(t), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,11 +41,11 @@ func etcdManager(t *testing.T, cfg coord.Config) *coord.Manager {
 }
 
 func TestEtcdTLS(t *testing.T) {
-	certs, err := etcdtest.WriteCerts(t.TempDir())
+	certs, err := etcdtest.WriteCerts(wintest.TempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := etcdtest.WriteCerts(t.TempDir())
+	other, err := etcdtest.WriteCerts(wintest.TempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +62,7 @@ func TestEtcdTLS(t *testing.T) {
 		// TLS 1.3: etcd (Go) refuses in an alert after the handshake.
 		{"no client certificate", func(c *coord.Config) { c.CACert = certs.CA }, coord.ErrBackendUnavailable, "etcd requires a client certificate, and none is configured"},
 		{"client certificate of another CA", func(c *coord.Config) { c.CACert, c.Cert, c.Key = certs.CA, other.ClientCert, other.ClientKey }, coord.ErrBackendUnavailable, "etcd rejects the client certificate " + other.ClientCert + ": "},
-		{"missing CA file", func(c *coord.Config) { c.CACert = filepath.Join(t.TempDir(), "none.pem") }, coord.ErrInvalidArgument, "CA certificate"},
+		{"missing CA file", func(c *coord.Config) { c.CACert = filepath.Join(wintest.TempDir(t), "none.pem") }, coord.ErrInvalidArgument, "CA certificate"},
 		{"key without certificate", func(c *coord.Config) { c.CACert, c.Key = certs.CA, certs.ClientKey }, coord.ErrInvalidArgument, "go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,7 +99,7 @@ func TestEtcdTLS(t *testing.T) {
 	// A refusal is a mistake to fix: --fallback file does not hide it.
 	t.Run("no client certificate, fallback file", func(t *testing.T) {
 		cfg := base
-		cfg.Backend, cfg.Fallback, cfg.CACert, cfg.LockDir = coord.BackendAuto, coord.BackendFile, certs.CA, t.TempDir()
+		cfg.Backend, cfg.Fallback, cfg.CACert, cfg.LockDir = coord.BackendAuto, coord.BackendFile, certs.CA, wintest.TempDir(t)
 		m, err := coord.New(context.Background(), cfg)
 		if err == nil {
 			m.Close()
@@ -196,7 +198,7 @@ func TestEtcdDoneButDestNotShared(t *testing.T) {
 	ma := etcdManager(t, cfg)
 	a := coord.NewDownloadCoordinator(ma)
 	b := coord.NewDownloadCoordinator(etcdManager(t, cfg))
-	hostA, hostB := filepath.Join(t.TempDir(), "sdk"), filepath.Join(t.TempDir(), "sdk")
+	hostA, hostB := filepath.Join(wintest.TempDir(t), "sdk"), filepath.Join(wintest.TempDir(t), "sdk")
 	first, err := a.Coordinate(context.Background(), "sdk", hostA)
 	if err != nil || !first.ShouldDownload() {
 		t.Fatalf("first = %v, %v", first, err)
@@ -231,7 +233,7 @@ func TestEtcdCommitAfterTakeover(t *testing.T) {
 	cfg := sharedConfig(t)
 	a := coord.NewDownloadCoordinator(etcdManager(t, cfg))
 	b := coord.NewDownloadCoordinator(etcdManager(t, cfg))
-	dest := filepath.Join(t.TempDir(), "sdk")
+	dest := filepath.Join(wintest.TempDir(t), "sdk")
 	stale, err := a.Coordinate(context.Background(), "sdk", dest)
 	if err != nil || !stale.ShouldDownload() {
 		t.Fatalf("first = %v, %v", stale, err)
@@ -265,11 +267,11 @@ func TestEtcdCommitAfterTakeover(t *testing.T) {
 // the others: with the other endpoint down, the message says both, not
 // only the refusal, and does not claim a certificate problem.
 func TestEtcdOneEndpointRefuses(t *testing.T) {
-	other, err := etcdtest.WriteCerts(t.TempDir())
+	other, err := etcdtest.WriteCerts(wintest.TempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := etcdtest.WriteCerts(t.TempDir())
+	certs, err := etcdtest.WriteCerts(wintest.TempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}

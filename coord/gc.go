@@ -41,16 +41,19 @@ const (
 
 // Why GC kept an item (GCItem.Kept).
 const (
-	KeptHeld      = filelock.KeptHeld    // someone holds the lock
-	KeptAwaited   = filelock.KeptAwaited // someone waits for the lock
-	KeptRecent    = filelock.KeptRecent  // used, or moved aside, within OlderThan
-	KeptUnsafe    = filelock.KeptUnsafe  // a link, or not what coord makes there: left alone
-	KeptChanged   = filelock.KeptChanged // the lock file was replaced while GC looked
-	KeptNotAsked  = "not asked"          // its removal needs an option (Staging, Replaced, EtcdRecords)
-	KeptLeftovers = "leftovers"          // a toolchain lock file whose record is how GC finds leftovers it kept
-	KeptOtherHost = "another host"       // a record of a download on another host: its destination is not ours to check
-	KeptRewritten = "rewritten"          // the record changed since GC read it
-	KeptForeign   = "foreign"            // a record coord did not write: no absolute destination in it
+	KeptHeld    = filelock.KeptHeld    // someone holds the lock
+	KeptAwaited = filelock.KeptAwaited // someone waits for the lock
+	KeptRecent  = filelock.KeptRecent  // used, or moved aside, within OlderThan
+	KeptUnsafe  = filelock.KeptUnsafe  // a link, or not what coord makes there: left alone
+	KeptChanged = filelock.KeptChanged // the lock file was replaced while GC looked
+	// KeptUnsupported: Windows does not delete a lock file that others
+	// may hold open.
+	KeptUnsupported = filelock.KeptUnsupported
+	KeptNotAsked    = "not asked"    // its removal needs an option (Staging, Replaced, EtcdRecords)
+	KeptLeftovers   = "leftovers"    // a toolchain lock file whose record is how GC finds leftovers it kept
+	KeptOtherHost   = "another host" // a record of a download on another host: its destination is not ours to check
+	KeptRewritten   = "rewritten"    // the record changed since GC read it
+	KeptForeign     = "foreign"      // a record coord did not write: no absolute destination in it
 )
 
 // GCItem is one thing GC found.

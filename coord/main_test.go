@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,10 +55,24 @@ func (s *sharedEtcd) Run() int {
 	return code
 }
 
+// envBackends is COORD_TEST_BACKENDS: the backends whose tests run, by
+// name ("file", "etcd"), comma-separated; empty means both. make
+// test-windows runs this package under Wine on the file backend alone.
+const envBackends = "COORD_TEST_BACKENDS"
+
+// needEtcd skips tb unless the etcd backend's tests run (envBackends).
+func needEtcd(tb testing.TB) {
+	tb.Helper()
+	if only := os.Getenv(envBackends); only != "" && !slices.Contains(strings.Split(only, ","), "etcd") {
+		tb.Skipf("needs etcd; %s=%s", envBackends, only)
+	}
+}
+
 // etcdEndpoint returns the client URL of the package's shared etcd,
 // starting it on first use.
 func etcdEndpoint(tb testing.TB) string {
 	tb.Helper()
+	needEtcd(tb)
 	s := shared
 	s.once.Do(func() {
 		if s.dir, s.err = os.MkdirTemp("", "coord-test-etcd-"); s.err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/wintest"
 )
 
 // Status names the processes that hold and wait, on both backends, in one
@@ -25,7 +26,7 @@ func TestStatusNamesHoldersAndWaiters(t *testing.T) {
 			if runtime.GOOS != "linux" {
 				t.Skip("the file backend lists holders where the OS tells: Linux")
 			}
-			dir := t.TempDir()
+			dir := wintest.TempDir(t)
 			return newManager(t, dir), newManager(t, dir)
 		}},
 		{"etcd", func(t *testing.T) (a, b *coord.Manager) {

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/wintest"
 )
 
 // Coordinate bounds its wait as Lock does: a single try, a ctx deadline
 // when no WithTimeout is given, or WithTimeout; a wait that runs out is
 // one *TimeoutError naming the downloader.
 func TestCoordinateTimeouts(t *testing.T) {
-	locks, dest := t.TempDir(), filepath.Join(t.TempDir(), "dl")
+	locks, dest := wintest.TempDir(t), filepath.Join(wintest.TempDir(t), "dl")
 	first, err := coord.NewDownloadCoordinator(newManager(t, locks)).Coordinate(context.Background(), "dl", dest)
 	if err != nil || !first.ShouldDownload() {
 		t.Fatalf("first Coordinate = %v, %v", first, err)

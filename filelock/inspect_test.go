@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/toolchainkit/coord/filelock"
+	"github.com/toolchainkit/coord/internal/wintest"
 )
 
 // A held lock never shows as free while other locks come and go: the
@@ -17,7 +18,7 @@ func TestInspectSeesHeldLockDuringChurn(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("/proc/locks is Linux's")
 	}
-	l, err := filelock.New(t.TempDir())
+	l, err := filelock.New(wintest.TempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 )
 
@@ -17,6 +18,9 @@ const (
 	KeptUnsafe  = "unsafe"  // not a regular file with one link: never opened for writing, never removed
 	KeptByVisit = "visit"   // PruneOptions.Visit said to keep it
 	KeptChanged = "changed" // the path named another file by the time Prune held it
+	// KeptUnsupported: Windows does not delete a file that others hold
+	// open, and every process that uses a lock keeps its file open.
+	KeptUnsupported = "unsupported"
 )
 
 // PruneOptions says which idle lock files Prune removes.
@@ -59,8 +63,8 @@ type Pruned struct {
 // file's. Prune's single try can make someone else's single try
 // (a Lock without wait) fail with ErrBusy for the microseconds it holds a
 // file. Cancelling ctx stops Prune between files; what it removed stays
-// removed. Removal is unsupported on Windows (errors.ErrUnsupported),
-// where a file that others hold open cannot be deleted.
+// removed. On Windows, where a file that others hold open cannot be
+// deleted, nothing is removed: each idle file is reported KeptUnsupported.
 func (l *Locker) Prune(ctx context.Context, o PruneOptions) ([]Pruned, error) {
 	if o.OlderThan < 0 {
 		return nil, fmt.Errorf("prune: negative age %s", o.OlderThan)
@@ -155,6 +159,10 @@ func (l *Locker) pruneFile(fname string, now time.Time, o PruneOptions, p *Prune
 			return nil
 		}
 	}
+	if runtime.GOOS == "windows" {
+		p.Kept = KeptUnsupported
+		return nil
+	}
 	if o.DryRun {
 		p.Removed = true
 		return nil
@@ -166,9 +174,6 @@ func (l *Locker) pruneFile(fname string, now time.Time, o PruneOptions, p *Prune
 	}
 	err = l.dir.remove(fname)
 	l.dirMu.RUnlock()
-	if errors.Is(err, errors.ErrUnsupported) {
-		return fmt.Errorf("remove %s: %w", p.File, err)
-	}
 	if err != nil {
 		return err
 	}

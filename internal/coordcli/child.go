@@ -76,7 +76,9 @@ func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name
 // a job object does. With
 // a terminal the child stays in coord's group so that it can use the
 // terminal, and the terminal's own ^C reaches it; there only the child
-// itself is killed if coord dies (Linux).
+// itself is killed if coord dies (Linux). On Windows the child always
+// leads a process group of its own, a signal reaches it as ^Break, and it
+// is killed if still there signalGrace later.
 func (ch *child) run(ctx context.Context) (lockLost bool, err error) {
 	if ch.lockFile != nil {
 		defer ch.lockFile.Close()
@@ -124,6 +126,9 @@ func (ch *child) run(ctx context.Context) (lockLost bool, err error) {
 				continue // from the terminal, which sent it to the child too
 			}
 			signalChild(cmd, s.(syscall.Signal), interactive)
+			if signalGrace > 0 && kill == nil {
+				kill = time.After(signalGrace)
+			}
 		case <-lost:
 			lost, lockLost = nil, true
 			if ch.onLost == "warn" {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,6 +25,10 @@ func terminal() (tty, foreground bool) {
 	pg, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCGPGRP)
 	return true, err == nil && pg == unix.Getpgrp()
 }
+
+// signalGrace: a signal passed on is the child's to act on; run never
+// kills the child for it.
+const signalGrace time.Duration = 0
 
 func signalChild(cmd *exec.Cmd, s syscall.Signal, interactive bool) {
 	if !interactive {
