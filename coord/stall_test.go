@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/toolchainkit/coord/coord"
+	"github.com/toolchainkit/coord/internal/wintest"
 )
 
 // stallBackends runs f on the file backend and on the shared embedded
 // etcd, each with a Manager per caller, as processes would have.
 func stallBackends(t *testing.T, f func(t *testing.T, newManager func() *coord.Manager)) {
 	t.Run("file", func(t *testing.T) {
-		locks := t.TempDir()
+		locks := wintest.TempDir(t)
 		f(t, func() *coord.Manager { return newManager(t, locks) })
 	})
 	t.Run("etcd", func(t *testing.T) {
@@ -31,7 +32,7 @@ func stallBackends(t *testing.T, f func(t *testing.T, newManager func() *coord.M
 // unaffected and commits.
 func TestCoordinateGivesUpOnStalledDownload(t *testing.T) {
 	stallBackends(t, func(t *testing.T, newManager func() *coord.Manager) {
-		dest := filepath.Join(t.TempDir(), "hung")
+		dest := filepath.Join(wintest.TempDir(t), "hung")
 		first, err := coord.NewDownloadCoordinator(newManager()).Coordinate(context.Background(), "hung", dest)
 		if err != nil || !first.ShouldDownload() {
 			t.Fatalf("first Coordinate = %v, %v", first, err)
@@ -68,7 +69,7 @@ func TestCoordinateGivesUpOnStalledDownload(t *testing.T) {
 // waiter waits it out and returns done when it commits.
 func TestCoordinateWaitsOutMovingDownload(t *testing.T) {
 	stallBackends(t, func(t *testing.T, newManager func() *coord.Manager) {
-		dest := filepath.Join(t.TempDir(), "moving")
+		dest := filepath.Join(wintest.TempDir(t), "moving")
 		first, err := coord.NewDownloadCoordinator(newManager()).Coordinate(context.Background(), "moving", dest)
 		if err != nil || !first.ShouldDownload() {
 			t.Fatalf("first Coordinate = %v, %v", first, err)
@@ -104,7 +105,7 @@ func TestCoordinateWaitsOutMovingDownload(t *testing.T) {
 // announces in TotalFileName; the total file is not published.
 func TestDoReportsProgressAndTotal(t *testing.T) {
 	stallBackends(t, func(t *testing.T, newManager func() *coord.Manager) {
-		dest := filepath.Join(t.TempDir(), "sdk")
+		dest := filepath.Join(wintest.TempDir(t), "sdk")
 		watcher := newManager()
 		_, err := coord.NewDownloadCoordinator(newManager()).Do(context.Background(), "sdk", dest, func(_ context.Context, dir string) error {
 			if err := os.WriteFile(filepath.Join(dir, coord.TotalFileName), []byte("100\n"), 0o644); err != nil {
@@ -140,7 +141,7 @@ func TestDoReportsProgressAndTotal(t *testing.T) {
 // An empty download is not committed unless AllowEmpty; one that wrote
 // into dest instead of the staging directory is told so.
 func TestCommitRefusesEmptyDownload(t *testing.T) {
-	locks, parent := t.TempDir(), t.TempDir()
+	locks, parent := wintest.TempDir(t), wintest.TempDir(t)
 	dc := coord.NewDownloadCoordinator(newManager(t, locks))
 	nothing := func(context.Context, string) error { return nil }
 
