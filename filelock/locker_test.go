@@ -130,9 +130,14 @@ func TestCancelledWaitsLeaveNothingHeld(t *testing.T) {
 		}
 		cancel()
 	}
-	if n := runtime.NumGoroutine() - before; n > 1 {
-		t.Errorf("50 cancelled waits left %d goroutines; want at most 1", n)
-	}
+	// A cancelled wait's goroutine may still be on its way out when the
+	// call returns (seen: 2 beside two busy loops); 50 would be a pile-up.
+	waitUntil(t, 10*time.Second, func() error {
+		if n := runtime.NumGoroutine() - before; n > 1 {
+			return fmt.Errorf("50 cancelled waits left %d goroutines; want at most 1", n)
+		}
+		return nil
+	})
 	held.Unlock()
 
 	// The queued request is granted and dropped at once: the lock is free
