@@ -33,6 +33,12 @@ type backend interface {
 	kind() string
 }
 
+// activeLister is a backend that finds the locks held or awaited without
+// reading the idle ones (file).
+type activeLister interface {
+	active(ctx context.Context) ([]Status, error)
+}
+
 // held is a granted lock.
 type held interface {
 	Token() int64
@@ -147,8 +153,11 @@ func (b fileBackend) inspect(_ context.Context, name string) (Status, error) {
 	return b.status(info), nil
 }
 
-func (b fileBackend) list(context.Context) ([]Status, error) {
-	infos, err := b.l.List()
+func (b fileBackend) list(context.Context) ([]Status, error) { return b.statuses(b.l.List()) }
+
+func (b fileBackend) active(context.Context) ([]Status, error) { return b.statuses(b.l.Active()) }
+
+func (b fileBackend) statuses(infos []filelock.Info, err error) ([]Status, error) {
 	if err != nil {
 		return nil, fileError(err)
 	}

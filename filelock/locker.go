@@ -590,14 +590,31 @@ func (l *Locker) Inspect(name string) (Info, error) {
 }
 
 // List inspects every lock file in the directory, sorted by name.
-func (l *Locker) List() ([]Info, error) {
+func (l *Locker) List() ([]Info, error) { return l.list(false) }
+
+// Active is List of the locks held or awaited only. On Linux it opens just
+// their files, found by inode in /proc/locks: one stat per lock file
+// instead of an open, a probe and a read, so that it stays fast in a
+// directory of thousands of idle locks. Where the kernel does not list
+// locks (other systems; file systems whose device numbers in /proc/locks
+// differ from stat's) it inspects every file, as List does.
+func (l *Locker) Active() ([]Info, error) { return l.list(true) }
+
+func (l *Locker) list(active bool) ([]Info, error) {
 	ents, err := os.ReadDir(l.path)
 	if err != nil {
 		return nil, err
 	}
 	table := readLockTable()
+	var busy map[string]bool
+	if active {
+		table, busy = l.busyFiles(ents)
+	}
 	var out []Info
 	for _, e := range ents {
+		if busy != nil && !busy[e.Name()] {
+			continue
+		}
 		name, ok := nameFromFile(e.Name())
 		if !ok || !e.Type().IsRegular() {
 			continue
@@ -608,6 +625,9 @@ func (l *Locker) List() ([]Info, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+		if active && !info.Held && len(info.Waiters) == 0 {
+			continue
 		}
 		info.Name = name
 		out = append(out, info)

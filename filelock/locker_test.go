@@ -442,3 +442,62 @@ func modeOf(shared bool) filelock.Mode {
 	}
 	return filelock.Exclusive
 }
+
+// Active reports exactly the locks held or awaited, as List does, among
+// idle lock files; with a lock directory of many idle files it must not
+// miss one that is held shared, held exclusively or only awaited.
+func TestActiveSkipsIdleLocks(t *testing.T) {
+	dir := wintest.TempDir(t)
+	a, b := newLocker(t, dir), newLocker(t, dir)
+	for i := range 200 {
+		lock(t, a, fmt.Sprintf("idle/%d", i), filelock.Exclusive).Unlock()
+	}
+	ex := lock(t, a, "idle/17", filelock.Exclusive)
+	defer ex.Unlock()
+	sh := lock(t, a, "idle/150", filelock.Shared)
+	defer sh.Unlock()
+	// A waiter on a lock held by another Locker's file: on Linux the
+	// holder shows, and so does the waiter.
+	held := lock(t, a, "awaited", filelock.Exclusive)
+	ctx, cancel := context.WithCancel(context.Background())
+	waited := make(chan error, 1)
+	go func() {
+		k, err := b.Lock(ctx, "awaited", filelock.Exclusive, nil)
+		if err == nil {
+			k.Unlock()
+		}
+		waited <- err
+	}()
+	waitQueued(t, b, "awaited")
+
+	active, err := b.Active()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, info := range active {
+		names = append(names, info.Name)
+	}
+	want := []string{"awaited", "idle/150", "idle/17"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("Active = %q; want %q", names, want)
+	}
+	list, err := b.List()
+	if err != nil || len(list) != 201 {
+		t.Fatalf("List = %d locks, %v; want 201", len(list), err)
+	}
+	for _, info := range active {
+		i := slices.IndexFunc(list, func(l filelock.Info) bool { return l.Name == info.Name })
+		if l := list[i]; l.Held != info.Held || l.Shared != info.Shared || l.Token != info.Token {
+			t.Errorf("%s: Active says %+v, List %+v", info.Name, info, l)
+		}
+	}
+	if runtime.GOOS == "linux" && len(active[0].Waiters) != 1 {
+		t.Errorf("awaited: %+v; want one waiter", active[0])
+	}
+	cancel()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiter: %v", err)
+	}
+	held.Unlock()
+}

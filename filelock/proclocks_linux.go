@@ -117,14 +117,59 @@ func (t lockTable) lookup(f *file) (entries []lockEntry, known bool) {
 	if t == nil {
 		return nil, false
 	}
-	maj, min := unix.Major(f.dev), unix.Minor(f.dev)
-	if e, ok := t[fileKey{maj, min, f.ino}]; ok {
+	if e, ok := t[statKey(f.dev, f.ino)]; ok {
 		return e, true
 	}
+	maj, min := unix.Major(f.dev), unix.Minor(f.dev)
 	for k := range t {
 		if k.major == maj && k.minor == min {
 			return nil, true
 		}
 	}
 	return nil, false
+}
+
+// busyFiles reads the lock table and returns it with the names among ents
+// that have an entry in it, locked or awaited; busy is nil when the table
+// cannot tell for this directory, and then every file must be inspected.
+//
+// It first takes a shared lock on the directory itself, which puts an
+// entry of ours in the table: if that entry shows the directory's own
+// device and inode, the table numbers files as stat does here (not so on
+// btrfs subvolumes and overlayfs), and one stat per file tells whether it
+// is in the table.
+func (l *Locker) busyFiles(ents []os.DirEntry) (_ lockTable, busy map[string]bool) {
+	l.dirMu.RLock()
+	defer l.dirMu.RUnlock()
+	if l.dir == nil {
+		return readLockTable(), nil
+	}
+	fd, err := unix.Openat(l.dir.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return readLockTable(), nil
+	}
+	defer unix.Close(fd) // releases the lock
+	if unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB) != nil {
+		return readLockTable(), nil
+	}
+	t := readLockTable()
+	if _, ok := t[statKey(l.dir.dev, l.dir.ino)]; !ok {
+		return t, nil
+	}
+	busy = map[string]bool{}
+	for _, e := range ents {
+		var st unix.Stat_t
+		if unix.Fstatat(l.dir.fd, e.Name(), &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			continue // gone meanwhile
+		}
+		if _, ok := t[statKey(uint64(st.Dev), uint64(st.Ino))]; ok {
+			busy[e.Name()] = true
+		}
+	}
+	return t, busy
+}
+
+// statKey is the table's key of a file that stat numbers dev, ino.
+func statKey(dev, ino uint64) fileKey {
+	return fileKey{unix.Major(dev), unix.Minor(dev), ino}
 }

@@ -67,7 +67,11 @@ func runStatus(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
-	all, err := m.Locks(c.Context)
+	locks := m.Active
+	if c.Bool(flagAll) {
+		locks = m.Locks
+	}
+	all, err := locks(c.Context)
 	if err != nil {
 		return err
 	}
@@ -77,9 +81,6 @@ func runStatus(c *cli.Context) error {
 	}
 	var out []statusEntry
 	for _, s := range all {
-		if !s.Held && len(s.Waiters) == 0 && !c.Bool(flagAll) {
-			continue
-		}
 		out = append(out, toEntry(s))
 	}
 	if c.Bool(flagJSON) {
