@@ -23,19 +23,30 @@ import (
 // child is the command coord runs under a lock.
 type child struct {
 	argv   []string // argv[0] is a path, found by splitCommand
-	env    []string
+	env    []string // coord's environment, the lock's name and coord's pid
 	stdout io.Writer
 	stderr io.Writer
-	lost   <-chan struct{} // closed if the lock is lost
-	onLost string          // "kill" or "warn"
+	onLost string // "kill" or "warn"
 	// grace is how long the child has to exit after SIGTERM once the lock
 	// is lost, before SIGKILL: half the time before another process could
 	// be granted the lock.
 	grace time.Duration
-	// lockFile, if not nil, holds the lock while open; the child inherits
-	// it (fd 3), so that if coord dies the lock is released only when the
-	// child is gone too.
-	lockFile *os.File
+	// interactive: coord has a controlling terminal, and the child stays
+	// in coord's process group (see run).
+	interactive bool
+
+	// cmd is the process coord started: the guard, or the command itself;
+	// done gets its cmd.Wait, once (waited: run took it).
+	cmd    *exec.Cmd
+	done   chan error
+	waited bool
+	// gate is coord's end of the gate of a guard started before the lock
+	// was granted, which waits there for its go (package guard); nil
+	// when there is no guard.
+	gate *os.File
+	// parked, closed by close, ends the goroutine that started cmd,
+	// locked to its OS thread until then (see start).
+	parked chan struct{}
 }
 
 // heldLock is what a command runs under: a *coord.Lock or *coord.Download.
@@ -45,55 +56,108 @@ type heldLock interface {
 	File() (*os.File, error)
 }
 
-// newChild prepares the command argv (found at path) to run under held,
-// the lock called name, with env added to coord's environment.
-func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name string, held heldLock, onLost string, env ...string) *child {
+// newChild prepares the command argv (found at path) to run under the
+// lock called name, before it is granted: where the command runs under a
+// guard, it starts the guard now, so that the guard's start-up is not
+// between the grant and the command. close must be called once done,
+// whether the command ran or not.
+func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name string, onLost string) (*child, error) {
 	ch := &child{
 		grace:  max(m.LostMargin()/2, 100*time.Millisecond),
 		argv:   append([]string{path}, argv[1:]...),
-		env:    append(append(childEnv(), envLockName+"="+name, envToken+"="+strconv.FormatInt(held.Token(), 10)), env...),
+		env:    append(childEnv(), envLockName+"="+name, envPID+"="+strconv.Itoa(os.Getpid())),
 		stdout: c.App.Writer,
 		stderr: c.App.ErrWriter,
-		lost:   held.Lost(),
 		onLost: onLost,
 	}
-	if f, err := held.File(); err == nil {
-		ch.lockFile = f
+	ch.interactive, _ = terminal()
+	if !ch.interactive {
+		if err := ch.startGuard(); err != nil {
+			ch.close()
+			return nil, err
+		}
 	}
-	return ch
+	return ch, nil
 }
 
-// run starts the child and waits for it. SIGINT, SIGTERM and SIGHUP sent to
-// coord are passed on; if the lock is lost, the child is stopped (onLost
-// "kill") or warned about ("warn"). It reports whether the lock was lost,
-// and the child's status as a *childExit (nil for 0). If ctx already ended
-// (coord was signalled before it listened), the child is not started.
+// command returns a process of argv with the child's environment, stdio
+// and process attributes.
+func (ch *child) command(argv []string) *exec.Cmd {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = ch.env
+	cmd.Stdout, cmd.Stderr = ch.stdout, ch.stderr
+	if _, err := os.Stdin.Stat(); err == nil {
+		cmd.Stdin = os.Stdin // else coord's stdin is closed: /dev/null
+	}
+	cmd.SysProcAttr = sysProcAttr(ch.interactive)
+	return cmd
+}
+
+// start starts cmd from a goroutine locked to its OS thread, which stays
+// parked there until close: the parent-death signal (Linux) comes when
+// the thread that forked the child ends, and Go ends a thread only when a
+// goroutine locked to it returns. coord itself runs on any thread, so that
+// its wake-ups on the path from one holder to the next need not wait for
+// that one.
+func (ch *child) start(cmd *exec.Cmd) error {
+	started := make(chan error)
+	ch.parked = make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		started <- cmd.Start()
+		<-ch.parked
+	}()
+	if err := <-started; err != nil {
+		return err
+	}
+	ch.cmd, ch.done = cmd, make(chan error, 1)
+	go func() { ch.done <- cmd.Wait() }()
+	return nil
+}
+
+// close lets a guard that had no go exit without running the command, and
+// waits for the process coord started.
+func (ch *child) close() {
+	if ch.gate != nil {
+		ch.gate.Close()
+	}
+	if ch.done != nil && !ch.waited {
+		<-ch.done
+		ch.waited = true
+	}
+	if ch.parked != nil {
+		close(ch.parked)
+		ch.parked = nil
+	}
+}
+
+// run runs the command under held, with env added to its environment, and
+// waits for it. SIGINT, SIGTERM and SIGHUP sent to coord are passed on; if
+// the lock is lost, the child is stopped (onLost "kill") or warned about
+// ("warn"). It reports whether the lock was lost, and the child's status
+// as a *childExit (nil for 0). If ctx already ended (coord was signalled
+// before it listened), the command is not started.
 //
 // Without a controlling terminal the child leads its own process group:
 // signals go to the whole group, and when the child exits whatever it left
 // in the group is killed. On Linux, macOS and the BSDs a guard (see
 // guardCommand) kills the group if coord dies, even by SIGKILL; on Windows
-// a job object does. With
-// a terminal the child stays in coord's group so that it can use the
-// terminal, and the terminal's own ^C reaches it; there only the child
-// itself is killed if coord dies (Linux). On Windows the child always
-// leads a process group of its own, a signal reaches it as ^Break, and it
-// is killed if still there signalGrace later.
-func (ch *child) run(ctx context.Context) (lockLost bool, err error) {
-	if ch.lockFile != nil {
-		defer ch.lockFile.Close()
-	}
-	interactive, _ := terminal()
-	argv := guardedArgv(ch.argv, interactive)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(ch.env, envPID+"="+strconv.Itoa(os.Getpid()))
-	cmd.Stdout, cmd.Stderr = ch.stdout, ch.stderr
-	if _, err := os.Stdin.Stat(); err == nil {
-		cmd.Stdin = os.Stdin // else coord's stdin is closed: /dev/null
-	}
-	cmd.SysProcAttr = sysProcAttr(interactive)
-	if ch.lockFile != nil {
-		cmd.ExtraFiles = []*os.File{ch.lockFile}
+// a job object does. The guard, or the command itself where there is
+// none, holds a descriptor of the lock file: if coord dies the lock is
+// released only when the child is gone too. With a terminal the child
+// stays in coord's group so that it can use the terminal, and the
+// terminal's own ^C reaches it; there only the child itself is killed if
+// coord dies (Linux). On Windows the child always leads a process group of
+// its own, a signal reaches it as ^Break, and it is killed if still there
+// signalGrace later.
+func (ch *child) run(ctx context.Context, held heldLock, env ...string) (lockLost bool, err error) {
+	env = append([]string{envToken + "=" + strconv.FormatInt(held.Token(), 10)}, env...)
+	lockFile, err := held.File()
+	if err == nil {
+		defer lockFile.Close()
+	} else {
+		lockFile = nil // etcd: nothing to hand on
 	}
 
 	sigs := make(chan os.Signal, 4)
@@ -104,23 +168,38 @@ func (ch *child) run(ctx context.Context) (lockLost bool, err error) {
 		return false, err
 	}
 
-	// The parent-death signal follows the thread that forked the child:
-	// keep this goroutine on it until the child is gone.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := cmd.Start(); err != nil {
-		return false, execError(ch.argv[0], err)
+	var exited <-chan int // the guard's word that the command exited
+	if ch.gate != nil {
+		if exited, err = ch.letGuardGo(lockFile, env); err != nil {
+			return false, err
+		}
+	} else {
+		cmd := ch.command(ch.argv)
+		cmd.Env = append(cmd.Env, env...)
+		if lockFile != nil {
+			cmd.ExtraFiles = []*os.File{lockFile}
+		}
+		if err := ch.start(cmd); err != nil {
+			return false, execError(ch.argv[0], err)
+		}
 	}
+	cmd, interactive := ch.cmd, ch.interactive
 	defer tieToParent(cmd, interactive)()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 
-	lost := ch.lost
+	lost := held.Lost()
 	var kill <-chan time.Time
 	for {
 		select {
-		case err := <-done:
+		case err := <-ch.done:
+			ch.waited = true
 			return lockLost, waitStatus(cmd, err)
+		case code := <-exited:
+			// The guard is about to exit: kill what the command left
+			// (tieToParent) and release the lock now.
+			if code != 0 {
+				return lockLost, &childExit{code}
+			}
+			return lockLost, nil
 		case s := <-sigs:
 			if _, fg := terminal(); fg && s == os.Interrupt {
 				continue // from the terminal, which sent it to the child too

@@ -25,10 +25,6 @@ const signalGrace = 10 * time.Second
 // terminal: on Windows the console is shared whatever the process tree.
 func terminal() (tty, foreground bool) { return false, false }
 
-const guardCommand = "__guard"
-
-func guardedArgv(argv []string, _ bool) []string { return argv }
-
 // tieToParent puts the child in a job object that kills it when the job's
 // last handle closes, which happens when coord exits or is killed. The
 // child runs for a moment before it is assigned; a child it starts in that

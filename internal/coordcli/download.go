@@ -87,6 +87,12 @@ func runDownload(c *cli.Context) error {
 		return err
 	}
 
+	ch, err := newChild(c, m, path, argv, name, onLost)
+	if err != nil {
+		return err
+	}
+	defer ch.close()
+
 	stop := waitNotice(c.Context, m, name, fmt.Sprintf("download of %q", id), timeout, c.App.ErrWriter)
 	d, err := coord.NewDownloadCoordinator(m).Coordinate(c.Context, id, dest, opts...)
 	stop()
@@ -102,15 +108,13 @@ func runDownload(c *cli.Context) error {
 		log.Info("destination is complete", zap.String("id", id), zap.String("dest", d.Dest()))
 		return nil
 	}
-	ch := newChild(c, m, path, argv, name, d, onLost,
-		envDest+"="+d.StagingDir(), envTotalFile+"="+d.TotalFile(), envToolchainID+"="+id)
 	ctx, cancel := context.WithCancel(c.Context)
 	reported := make(chan struct{})
 	go func() {
 		defer close(reported)
 		d.ReportProgress(ctx)
 	}()
-	lost, err := ch.run(c.Context)
+	lost, err := ch.run(c.Context, d, envDest+"="+d.StagingDir(), envTotalFile+"="+d.TotalFile(), envToolchainID+"="+id)
 	cancel()
 	<-reported
 	if lost {

@@ -1,9 +1,19 @@
-//go:build unix && !(linux || darwin || dragonfly || freebsd || netbsd || openbsd)
+//go:build !(linux || darwin || dragonfly || freebsd || netbsd || openbsd)
 
 package coordcli
 
+import (
+	"errors"
+	"os"
+)
+
 const guardCommand = "__guard"
 
-// guardedArgv: a guard needs the parent-death signal (Linux) or kqueue
-// (macOS, the BSDs) to learn that coord died.
-func guardedArgv(argv []string, _ bool) []string { return argv }
+// startGuard: a guard needs the parent-death signal (Linux) or kqueue
+// (macOS, the BSDs) to learn that coord died; elsewhere the command runs
+// without one (on Windows a job object ties it to coord).
+func (ch *child) startGuard() error { return nil }
+
+func (ch *child) letGuardGo(*os.File, []string) (<-chan int, error) {
+	return nil, errors.ErrUnsupported
+}

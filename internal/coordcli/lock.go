@@ -71,6 +71,12 @@ func runLock(c *cli.Context) error {
 		return err
 	}
 
+	ch, err := newChild(c, m, path, argv, name, onLost)
+	if err != nil {
+		return err
+	}
+	defer ch.close()
+
 	opts := []coord.LockOption{coord.WithTimeout(timeout)}
 	if c.Bool(flagShared) {
 		opts = append(opts, coord.Shared())
@@ -85,7 +91,7 @@ func runLock(c *cli.Context) error {
 		return err
 	}
 	defer l.Unlock()
-	lost, err := newChild(c, m, path, argv, name, l, onLost).run(c.Context)
+	lost, err := ch.run(c.Context, l)
 	if lost {
 		return fmt.Errorf("%w while the command ran (it exited %d)", coord.ErrLockLost, exitCode(err))
 	}

@@ -13,9 +13,10 @@
 // parent-death signal on Linux (SIGUSR2, which coord asks for when it
 // starts the guard), and from kqueue (EVFILT_PROC, NOTE_EXIT on coord's
 // pid) on macOS and the BSDs; a coord that died before the guard watched it
-// is seen by getppid, which then no longer returns coord's pid. The guard
-// inherits the lock's descriptor (fd 3), so the lock is released only when
-// the guard dies, which it does last, with its group.
+// is seen by getppid, which then no longer returns coord's pid. coord
+// starts the guard while it waits for the lock and, once granted, hands it
+// the lock's descriptor through the gate (gate.go), so the lock is
+// released only when the guard dies, which it does last, with its group.
 //
 // It is a package of its own, importing little, so that coord-guard starts
 // in about a millisecond: it runs once for every `coord lock`.
@@ -34,16 +35,17 @@ import (
 	"github.com/toolchainkit/coord/internal/exitcode"
 )
 
-// Main runs the guard: args are COORD_PID -- CMD [ARG...]. It returns CMD's
-// exit status, 128+N if CMD died of signal N; before CMD runs, one of
-// coord's own (package exitcode).
+// Main runs the guard: args are COORD_PID -- CMD [ARG...], fd 3 its end of
+// the gate (see Open). It waits for coord's go, then runs CMD. It returns
+// CMD's exit status, 128+N if CMD died of signal N; 0 if coord closed the
+// gate without a go; before CMD runs, one of coord's own (package
+// exitcode).
 func Main(args []string, stderr io.Writer) int {
 	if len(args) < 3 || args[1] != "--" {
 		fmt.Fprintln(stderr, "coord: usage: coord-guard PID -- CMD [ARG...] (internal)")
 		return exitcode.Usage
 	}
-	// fd 3 is coord's lock: we hold it until we die, CMD does not inherit it.
-	syscall.CloseOnExec(3)
+	syscall.CloseOnExec(GateFD) // CMD does not inherit the gate
 	parent, err := strconv.Atoi(args[0])
 	if err != nil || parent <= 1 {
 		fmt.Fprintln(stderr, "coord: guard: bad pid")
@@ -64,7 +66,27 @@ func Main(args []string, stderr io.Writer) int {
 		return exitcode.Interrupted
 	default:
 	}
+	// While coord waits for its lock: os/exec's first start of a process
+	// probes what the kernel offers (pidfd, on Linux), which os.FindProcess
+	// does too. Done now, it is not done between the grant and CMD.
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		p.Release()
+	}
+	env, ok, err := receive()
+	if err != nil {
+		fmt.Fprintf(stderr, "coord: guard: %q\n", err.Error())
+		return exitcode.Internal
+	}
+	if !ok {
+		return exitcode.OK // coord did not get the lock: nothing to run
+	}
+	select {
+	case <-gone:
+		return exitcode.Interrupted
+	default:
+	}
 	cmd := exec.Command(args[2], args[3:]...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		// coord found CMD a moment ago: this is a rare race.
@@ -74,7 +96,9 @@ func Main(args []string, stderr io.Writer) int {
 		}
 		return exitcode.NotFound
 	}
-	return wait(cmd, gone, killGroup)
+	code := wait(cmd, gone, killGroup)
+	sendExit(code)
+	return code
 }
 
 // killGroup kills the guard's process group: CMD, its children, the guard.

@@ -39,10 +39,22 @@ func playCoord(argv []string) int {
 	cmd.Env = append(os.Environ(), envRole+"=guard")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGUSR2}
-	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+	guardEnd, coordEnd, err := guard.Open()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 99
 	}
+	cmd.ExtraFiles = []*os.File{guardEnd}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 99
+	}
+	guardEnd.Close()
+	if err := guard.Send(coordEnd, nil, []string{"COORD_TEST_FROM_GATE=yes"}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 99
+	}
+	cmd.Wait()
 	return cmd.ProcessState.ExitCode()
 }
 
@@ -53,7 +65,7 @@ func coordCmd(args ...string) *exec.Cmd {
 }
 
 func TestGuardReturnsCommandStatus(t *testing.T) {
-	for script, want := range map[string]int{"exit 0": 0, "exit 3": 3, "kill -KILL $$": 128 + 9} {
+	for script, want := range map[string]int{"exit 0": 0, "exit 3": 3, "kill -KILL $$": 128 + 9, `test "$COORD_TEST_FROM_GATE" = yes || exit 7`: 0} {
 		cmd := coordCmd("sh", "-c", script)
 		cmd.Run()
 		if got := cmd.ProcessState.ExitCode(); got != want {
@@ -165,4 +177,109 @@ func waitUntil(t *testing.T, d time.Duration, cond func() error) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// startGuard starts the test binary as a guard of argv, with this process
+// as its coord, and returns it with coord's end of its gate.
+func startGuard(t *testing.T, argv ...string) (*exec.Cmd, *os.File) {
+	t.Helper()
+	guardEnd, coordEnd, err := guard.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guardEnd.Close()
+	g := exec.Command(os.Args[0], append([]string{strconv.Itoa(os.Getpid()), "--"}, argv...)...)
+	g.Env = append(os.Environ(), envRole+"=guard")
+	g.Stderr = os.Stderr
+	g.ExtraFiles = []*os.File{guardEnd}
+	g.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		coordEnd.Close()
+		if g.ProcessState == nil {
+			syscall.Kill(-g.Process.Pid, syscall.SIGKILL)
+			g.Wait()
+		}
+	})
+	return g, coordEnd
+}
+
+// TestGuardGateClosed: a guard whose coord gives up waiting (closes the
+// gate without a go) exits 0 without running CMD.
+func TestGuardGateClosed(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "ran")
+	g, gate := startGuard(t, "touch", marker)
+	gate.Close()
+	g.Wait()
+	if got := g.ProcessState.ExitCode(); got != 0 {
+		t.Errorf("guard told nothing: exit %d; want 0", got)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("a guard told nothing ran CMD")
+	}
+}
+
+// TestGuardGateHandsOverLock: the guard, started before the lock is taken,
+// gets the lock's descriptor and the environment through the gate; it
+// holds the lock after coord lets go of its own descriptor, CMD does not
+// inherit it, and the lock is free once CMD and the guard are gone.
+func TestGuardGateHandsOverLock(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "l.lock")
+	script := `echo "$COORD_FENCING_TOKEN" > "$0/token"; ls -l /proc/$$/fd > "$0/fds"; : > "$0/running"; read -r _ < "$0/go"`
+	if err := syscall.Mkfifo(filepath.Join(dir, "go"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, gate := startGuard(t, "sh", "-c", script, dir)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if err := guard.Send(gate, f, []string{"COORD_FENCING_TOKEN=42"}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close() // the guard's descriptor keeps the lock
+	waitUntil(t, 10*time.Second, func() error { _, err := os.Stat(filepath.Join(dir, "running")); return err })
+	if held := tryFlock(t, path); !held {
+		t.Fatal("the lock was free while the guard ran CMD")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "token")); strings.TrimSpace(string(b)) != "42" {
+		t.Errorf("CMD's COORD_FENCING_TOKEN = %q; want 42", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "fds")); strings.Contains(string(b), path) {
+		t.Errorf("CMD inherited the lock:\n%s", b)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go"), []byte("end\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	g.Wait()
+	if got := g.ProcessState.ExitCode(); got != 0 {
+		t.Errorf("guard: exit %d; want 0", got)
+	}
+	if held := tryFlock(t, path); held {
+		t.Error("the lock is still held after the guard exited")
+	}
+}
+
+// tryFlock reports whether the file at path is locked by someone else.
+func tryFlock(t *testing.T, path string) (held bool) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if err == syscall.EWOULDBLOCK {
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return false
 }
