@@ -336,21 +336,21 @@ func clusterChecks(ctx context.Context, cfg coord.Config, tc *tls.Config, endpoi
 	pctx, pcancel := op()
 	defer pcancel()
 	if _, err := cli.Get(pctx, cfg.Prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
-		r.add("etcd prefix", checkFail, fmt.Sprintf("%s may not read keys under %s/: %v", who(user), cfg.Prefix, err), cmp.Or(grant, authFix(err, cfg)))
+		r.add("etcd prefix", checkFail, fmt.Sprintf("%s may not read keys under %s/: %v", userName(user), cfg.Prefix, err), cmp.Or(grant, authFix(err, cfg)))
 		return
 	}
 	if _, err := cli.Put(pctx, key, "coord doctor", clientv3.WithLease(lease.ID)); err != nil {
-		r.add("etcd prefix", checkFail, fmt.Sprintf("%s may read but not write keys under %s/: put %s: %v", who(user), cfg.Prefix, key, err), cmp.Or(grant, authFix(err, cfg)))
+		r.add("etcd prefix", checkFail, fmt.Sprintf("%s may read but not write keys under %s/: put %s: %v", userName(user), cfg.Prefix, key, err), cmp.Or(grant, authFix(err, cfg)))
 		return
 	}
 	if _, err := cli.Delete(pctx, key); err != nil {
-		r.add("etcd prefix", checkFail, fmt.Sprintf("%s may write but not delete keys under %s/: delete %s: %v", who(user), cfg.Prefix, key, err), cmp.Or(grant, authFix(err, cfg)))
+		r.add("etcd prefix", checkFail, fmt.Sprintf("%s may write but not delete keys under %s/: delete %s: %v", userName(user), cfg.Prefix, key, err), cmp.Or(grant, authFix(err, cfg)))
 		return
 	}
-	r.pass("etcd prefix", "%s may read, write and delete keys under %s/ (wrote and deleted %s)", who(user), cfg.Prefix, key)
+	r.pass("etcd prefix", "%s may read, write and delete keys under %s/ (wrote and deleted %s)", userName(user), cfg.Prefix, key)
 }
 
-func who(user string) string {
+func userName(user string) string {
 	if user == "" {
 		return "this client"
 	}

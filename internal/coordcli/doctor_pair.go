@@ -79,13 +79,13 @@ func runPair(c *cli.Context) error {
 	switch {
 	case errors.Is(err, errNoExclusion):
 		ch = check{Name: "lock-dir pair", Status: checkFail,
-			Message: fmt.Sprintf("file locks in %s do NOT exclude between %s and %s: %v", dir, p.self, peer, errors.Unwrap(err)),
-			Fix:     "do not share this directory between those hosts for locking: use the etcd backend (--" + flagBackend + " etcd), or a file system whose locks reach every host (NFSv4 without local_lock)"}
-		ret = &exitCodeError{exitcode.Failed, fmt.Errorf("doctor --%s %s: file locks in %s do not exclude between %s and %s", flagPair, id, dir, p.self, peer)}
+			Message: fmt.Sprintf("file locks in %s do NOT exclude between %s and %s: %s", dir, who(p.self), who(peer), strings.TrimPrefix(err.Error(), errNoExclusion.Error()+": ")),
+			Fix:     "use the etcd backend (--" + flagBackend + " etcd) to coordinate these hosts, or a file system whose locks reach both (NFSv4 without local_lock)"}
+		ret = &exitCodeError{exitcode.Failed, fmt.Errorf("doctor --%s %s: file locks do not exclude here: %s", flagPair, id, ch.Fix)}
 	case errors.Is(err, context.DeadlineExceeded) && c.Context.Err() == nil:
 		what := "no other process joined"
 		if peer != "" {
-			what = peer + " stopped answering"
+			what = who(peer) + " stopped answering"
 		}
 		return &exitCodeError{exitcode.Timeout, fmt.Errorf("doctor --%s %s: %s within %s: run `coord doctor --%s %s` on the other host at the same time, with the same lock directory",
 			flagPair, id, what, timeout, flagPair, id)}
@@ -93,7 +93,7 @@ func runPair(c *cli.Context) error {
 		return fmt.Errorf("doctor --%s %s: %w", flagPair, id, err)
 	default:
 		ch = check{Name: "lock-dir pair", Status: checkPass,
-			Message: fmt.Sprintf("file locks in %s exclude between %s and %s, both ways", dir, p.self, peer)}
+			Message: fmt.Sprintf("file locks in %s exclude between %s and %s, both ways", dir, who(p.self), who(peer))}
 	}
 	if c.Bool(flagJSON) {
 		out := doctorOut{Checks: []check{ch}}
@@ -105,7 +105,7 @@ func runPair(c *cli.Context) error {
 		if err := enc.Encode(out); err != nil {
 			return err
 		}
-	} else if ch.Status == checkPass {
+	} else {
 		fmt.Fprintf(c.App.Writer, "%s%s\n", doctorPrefix, Printable(ch.Message))
 	}
 	return ret
@@ -170,7 +170,7 @@ func (p *pair) run(ctx context.Context) (peer string, err error) {
 			}
 			if got {
 				last = true
-				return peer, fmt.Errorf("%w: %s took the lock while %s held it", errNoExclusion, peer, p.self)
+				return peer, fmt.Errorf("%w: %s took the lock while %s held it", errNoExclusion, who(peer), who(p.self))
 			}
 			continue
 		}
@@ -179,11 +179,20 @@ func (p *pair) run(ctx context.Context) (peer string, err error) {
 			return peer, err
 		}
 		if got {
-			return peer, fmt.Errorf("%w: %s took the lock while %s held it", errNoExclusion, p.self, peer)
+			return peer, fmt.Errorf("%w: %s took the lock while %s held it", errNoExclusion, who(p.self), who(peer))
 		}
 	}
 	last = first
 	return peer, nil
+}
+
+// who names a side of a pair test, host-pid, for people: "pid 42 on ci-7".
+func who(side string) string {
+	i := strings.LastIndexByte(side, '-')
+	if i < 0 {
+		return side
+	}
+	return "pid " + side[i+1:] + " on " + side[:i]
 }
 
 // awaitPeer waits for exactly one other process to join.
