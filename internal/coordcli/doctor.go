@@ -194,22 +194,32 @@ func configChecks(c *cli.Context, r *report) (coord.Config, bool) {
 }
 
 // settingSource says where a setting's value came from: its flag, its env
-// var, a config file (FILE:LINE) or the default. urfave/cli reports a value
-// from the env var as set too: a flag's value that equals the variable's
-// is said to come from the variable.
+// var, a config file (FILE:LINE) or the default, deciding as loadGlobals
+// does. urfave/cli reports a value from the env var as the flag's: a
+// flag's value that equals the variable's is said to come from the
+// variable.
 func settingSource(c *cli.Context, s setting, v value) string {
 	if !strings.HasPrefix(v.from, "--") {
 		file, _, _ := strings.Cut(v.from, ": ")
 		return file
 	}
+	flag := ""
+	if c.IsSet(s.name) {
+		flag = c.String(s.name)
+		if s.duration {
+			flag = c.Duration(s.name).String()
+		}
+	}
 	env := os.Getenv(s.env)
 	switch {
-	case !c.IsSet(s.name) && env == "":
-		return "default"
-	case env != "" && (v.text == env || s.duration && durationText(env) == v.text):
+	case flag != "" && env != "" && (flag == env || s.duration && durationText(env) == flag):
+		return s.env
+	case flag != "":
+		return "--" + s.name
+	case env != "":
 		return s.env
 	}
-	return "--" + s.name
+	return "default"
 }
 
 // durationText is a duration as Duration.String writes it, so that "10s"

@@ -18,8 +18,10 @@ import (
 )
 
 // Free space under which the lock directory's file system gets a warning:
-// coord's files are small, but a full file system refuses new lock files
-// and records, and downloads often share it.
+// under lowSpacePercent of it, or under lowSpace on one of twice that size
+// or more (a small file system of its own may be nearly empty and still
+// under lowSpace). coord's files are small, but a full file system refuses
+// new lock files and records, and downloads often share it.
 const (
 	lowSpace        = 1 << 30 // bytes
 	lowSpacePercent = 5
@@ -87,6 +89,9 @@ func dirChecks(ctx context.Context, dir string, r *report) {
 		r.skip("lock-dir mount", "%s", merr)
 	case merr != nil:
 		r.add("lock-dir mount", checkWarn, fmt.Sprintf("mount of %s unknown: %v", dir, merr), "")
+	case slices.Contains(m.options, "ro"):
+		r.add("lock-dir mount", checkFail, fmt.Sprintf("%s on %s type %s (%s): mounted read-only", m.source, m.point, m.typ, strings.Join(m.options, ",")),
+			"remount it read-write, or choose a writable --"+flagLockDir+" ("+envLockDir+")")
 	default:
 		r.pass("lock-dir mount", "%s on %s type %s (%s)", m.source, m.point, m.typ, strings.Join(m.options, ","))
 	}
@@ -128,10 +133,6 @@ func judgeFS(dir string, info fsInfo, m mountInfo, r *report) {
 			"run `coord doctor --pair ID` at the same time on two hosts that share it, or "+etcdFix)
 	default:
 		r.pass(name, "%s is on %s, a local file system: its locks exclude every process on this host", dir, typ)
-	}
-	if hasOpt("ro") != "" {
-		r.add("lock-dir mount", checkFail, fmt.Sprintf("%s is mounted read-only", m.point),
-			"remount it read-write, or choose a writable --"+flagLockDir+" ("+envLockDir+")")
 	}
 }
 
@@ -200,8 +201,8 @@ func spaceCheck(dir string, info fsInfo, r *report) {
 	switch {
 	case info.free == 0:
 		r.add(name, checkFail, msg+": no lock file or record can be written", "free space on the file system of "+dir)
-	case info.free < lowSpace || pct < lowSpacePercent:
-		r.add(name, checkWarn, fmt.Sprintf("%s: under %s or %d%%", msg, bytesText(lowSpace), lowSpacePercent), "free space on the file system of "+dir)
+	case pct < lowSpacePercent || info.free < lowSpace && info.total >= 2*lowSpace:
+		r.add(name, checkWarn, fmt.Sprintf("%s: under %d%%, or under %s", msg, lowSpacePercent, bytesText(lowSpace)), "free space on the file system of "+dir)
 	default:
 		r.pass(name, "%s", msg)
 	}
