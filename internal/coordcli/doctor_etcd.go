@@ -20,6 +20,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/toolchainkit/coord/coord"
 )
@@ -295,7 +297,25 @@ func clusterChecks(ctx context.Context, cfg coord.Config, tc *tls.Config, endpoi
 	actx, acancel := op()
 	as, err := cli.AuthStatus(actx)
 	acancel()
+	if status.Code(err) == codes.Unimplemented {
+		// etcd 3.4 has no AuthStatus; only root may list the users
+		// while auth is on.
+		actx, acancel := op()
+		_, lerr := cli.UserList(actx)
+		acancel()
+		switch {
+		case errors.Is(lerr, rpctypes.ErrPermissionDenied):
+			as, err = &clientv3.AuthStatusResponse{Enabled: true}, nil
+		case lerr == nil && user != "" && user != "root":
+			r.add("etcd auth", checkWarn, fmt.Sprintf("auth is off, or %s has the root role: either way it may change every key, not only coord's", userName(user)),
+				"enable etcd's auth, and give coord's user a role with readwrite on "+cfg.Prefix+"/ only")
+			err = errAuthReported
+		case lerr == nil:
+			as, err = &clientv3.AuthStatusResponse{Enabled: user == "root"}, nil
+		}
+	}
 	switch {
+	case errors.Is(err, errAuthReported):
 	case err != nil:
 		r.add("etcd auth", checkWarn, fmt.Sprintf("auth status unknown: %v", err), "")
 	case !as.Enabled && tc != nil && len(tc.Certificates) > 0:
@@ -349,6 +369,9 @@ func clusterChecks(ctx context.Context, cfg coord.Config, tc *tls.Config, endpoi
 	}
 	r.pass("etcd prefix", "%s may read, write and delete keys under %s/ (wrote and deleted %s)", userName(user), cfg.Prefix, key)
 }
+
+// errAuthReported: the auth check's line is written already.
+var errAuthReported = errors.New("reported")
 
 func userName(user string) string {
 	if user == "" {

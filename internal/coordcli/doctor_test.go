@@ -468,3 +468,23 @@ func TestDoctorHostileValues(t *testing.T) {
 		}
 	}
 }
+
+// TestDoctorEtcd34: Debian's etcd 3.4 has no AuthStatus; doctor tells
+// whether auth is on by whether it may list the users.
+func TestDoctorEtcd34(t *testing.T) {
+	if etcdtest.SystemBinary() == "" {
+		t.Skip("no etcd binary installed (apt-get install etcd-server)")
+	}
+	srv, err := etcdtest.StartSystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	code, out, _ := doctor(t, "--etcd-endpoints", srv.Endpoint, "doctor")
+	if code != 0 {
+		t.Errorf("exit %d; want 0", code)
+	}
+	wantLine(t, out, "etcd "+srv.Endpoint, "pass", `^etcd 3\.4\.`)
+	wantLine(t, out, "etcd auth", "warn", `^auth is off: any client`)
+	wantLine(t, out, "etcd prefix", "pass", `^this client may read, write and delete keys under /toolchainkit/`)
+}
