@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -145,10 +146,11 @@ func plural(n int, noun string) string {
 func printReport(w io.Writer, r *report) {
 	width := 0
 	for _, c := range r.checks {
-		width = max(width, len(c.Name))
+		width = max(width, utf8.RuneCountInString(Printable(c.Name)))
 	}
 	for _, c := range r.checks {
-		fmt.Fprintf(w, "%-4s  %-*s  %s\n", c.Status, width, c.Name, Printable(c.Message))
+		name := Printable(c.Name) // it may hold an endpoint as typed
+		fmt.Fprintf(w, "%-4s  %s%*s  %s\n", c.Status, name, width-utf8.RuneCountInString(name), "", Printable(c.Message))
 		if c.Fix != "" {
 			fmt.Fprintf(w, "%-4s  %-*s  fix: %s\n", "", width, "", Printable(c.Fix))
 		}
@@ -179,6 +181,12 @@ func configChecks(c *cli.Context, r *report) (coord.Config, bool) {
 		switch {
 		case s.name == flagPassword:
 			text = "set"
+		case s.name == flagEndpoints:
+			eps := strings.Split(text, ",")
+			for i, e := range eps {
+				eps[i] = redactEndpoint(e)
+			}
+			text = strings.Join(eps, ",")
 		case s.name == flagUser && strings.Contains(text, ":"):
 			user, _, _ := strings.Cut(text, ":")
 			text = user + " (with a password)"

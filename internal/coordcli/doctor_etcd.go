@@ -156,7 +156,7 @@ func roughly(d time.Duration) string {
 // endpointChecks dials e alone: the connection, the server's certificate,
 // its version and the round-trip time. It reports whether e answered.
 func endpointChecks(ctx context.Context, cfg coord.Config, tc *tls.Config, e string, r *report) bool {
-	name := "etcd " + e
+	name := "etcd " + redactEndpoint(e)
 	addr, host, scheme, err := endpointAddr(e)
 	if err != nil {
 		r.add(name, checkFail, err.Error(), "write endpoints as https://host:port, http://host:port or host:port")
@@ -413,8 +413,9 @@ func endpointAddr(e string) (addr, host, scheme string, err error) {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Hostname() == "" || u.Port() == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", "", "", fmt.Errorf("endpoint %q: want scheme://host:port", e)
+	if err != nil || u.Hostname() == "" || u.Port() == "" || (u.Scheme != "http" && u.Scheme != "https") ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return "", "", "", fmt.Errorf("endpoint %q: want scheme://host:port", redactEndpoint(e))
 	}
 	return u.Host, u.Hostname(), u.Scheme, nil
 }
@@ -432,4 +433,18 @@ func bareNetError(err error) error {
 // isRefusedText catches a refusal that the OS reports in words only.
 func isRefusedText(err error) bool {
 	return strings.Contains(err.Error(), "refused")
+}
+
+// redactEndpoint hides a password written into an endpoint
+// (http://user:password@host:port), which coord refuses but a report
+// must not show.
+func redactEndpoint(e string) string {
+	u, err := url.Parse(e)
+	if err != nil || u.User == nil {
+		return e
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }

@@ -488,3 +488,20 @@ func TestDoctorEtcd34(t *testing.T) {
 	wantLine(t, out, "etcd auth", "warn", `^auth is off: any client`)
 	wantLine(t, out, "etcd prefix", "pass", `^this client may read, write and delete keys under /toolchainkit/`)
 }
+
+// TestDoctorHostileEndpoints: endpoints that are not scheme://host:port
+// fail one line each, escaped, and are never dialled.
+func TestDoctorHostileEndpoints(t *testing.T) {
+	eps := []string{"http://[::1", "ftp://x:1", "h:1/path", "http://u:p@h:1", "\x1b[2J:1", "h:1?q=1"}
+	code, out, _ := doctor(t, "--etcd-endpoints", strings.Join(eps, ","), "doctor")
+	if code != 1 || strings.ContainsRune(out, 0x1b) {
+		t.Errorf("exit %d; want 1, and no escape character in the report", code)
+	}
+	if n := strings.Count(out, ": want scheme://host:port\n"); n != len(eps) {
+		t.Errorf("%d endpoints refused as malformed; want %d", n, len(eps))
+	}
+	wantLine(t, out, "etcd auth", "skip", `^no endpoint answered$`)
+	if strings.Contains(out, "u:p@") {
+		t.Errorf("the report shows the password written into an endpoint")
+	}
+}
