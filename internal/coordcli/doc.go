@@ -6,7 +6,10 @@
 // # Commands
 //
 // One file per command (lock.go, download.go, status.go, gc.go,
-// version.go); server_exec.go is plain coord's `server`, which runs the
+// doctor.go, version.go); doctor's checks of the lock directory, of etcd
+// and its --pair test are in doctor_dir.go, doctor_etcd.go and
+// doctor_pair.go, the OS's file system facts in doctor_fs_*.go;
+// server_exec.go is plain coord's `server`, which runs the
 // coord-server binary. coord-server injects the real server command
 // (package internal/server) through Main, lending it NewLogger and
 // Printable, so that the dependencies point from cmd to both and never from

@@ -20,9 +20,27 @@ type Certs struct {
 	CA, ServerCert, ServerKey, ClientCert, ClientKey string
 }
 
+// CertOption changes the certificates WriteCerts makes.
+type CertOption func(*certOptions)
+
+type certOptions struct {
+	serverExpired, clientExpired bool
+}
+
+// ExpiredServer makes the server certificate one that expired an hour ago.
+func ExpiredServer() CertOption { return func(o *certOptions) { o.serverExpired = true } }
+
+// ExpiredClient makes the client certificate one that expired an hour ago.
+func ExpiredClient() CertOption { return func(o *certOptions) { o.clientExpired = true } }
+
 // WriteCerts makes a CA and certificates signed by it in dir: ca.pem,
-// server.pem, server-key.pem, client.pem, client-key.pem.
-func WriteCerts(dir string) (Certs, error) {
+// server.pem, server-key.pem, client.pem, client-key.pem. All are valid
+// from an hour ago for 24 hours, unless an option says otherwise.
+func WriteCerts(dir string, opts ...CertOption) (Certs, error) {
+	var o certOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return Certs{}, err
@@ -45,15 +63,15 @@ func WriteCerts(dir string) (Certs, error) {
 		return Certs{}, err
 	}
 	// etcd's gRPC gateway dials the server with the server's certificate.
-	c.ServerCert, c.ServerKey, err = leaf(dir, "server", 2, ca, caKey, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	c.ServerCert, c.ServerKey, err = leaf(dir, "server", 2, o.serverExpired, ca, caKey, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
 	if err != nil {
 		return Certs{}, err
 	}
-	c.ClientCert, c.ClientKey, err = leaf(dir, "client", 3, ca, caKey, x509.ExtKeyUsageClientAuth)
+	c.ClientCert, c.ClientKey, err = leaf(dir, "client", 3, o.clientExpired, ca, caKey, x509.ExtKeyUsageClientAuth)
 	return c, err
 }
 
-func leaf(dir, name string, serial int64, ca *x509.Certificate, caKey *ecdsa.PrivateKey, usage ...x509.ExtKeyUsage) (string, string, error) {
+func leaf(dir, name string, serial int64, expired bool, ca *x509.Certificate, caKey *ecdsa.PrivateKey, usage ...x509.ExtKeyUsage) (string, string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", "", err
@@ -67,6 +85,9 @@ func leaf(dir, name string, serial int64, ca *x509.Certificate, caKey *ecdsa.Pri
 		ExtKeyUsage:  usage,
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		DNSNames:     []string{"localhost"},
+	}
+	if expired {
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {

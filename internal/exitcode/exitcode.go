@@ -8,6 +8,7 @@ package exitcode
 
 const (
 	OK          = 0
+	Failed      = 1  // coord doctor: a check failed
 	Usage       = 64 // EX_USAGE: a mistake in how coord was called
 	Empty       = 65 // EX_DATAERR: a download's command succeeded but left nothing to commit
 	Unavailable = 69 // EX_UNAVAILABLE: the backend cannot be used
