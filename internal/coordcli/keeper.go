@@ -111,7 +111,10 @@ func keep(ctx context.Context, dir string, st holdState, lost <-chan struct{}) (
 			}
 			return stateReleased, "the keeper was stopped by a signal"
 		case <-lost:
-			return stateLost, "the lock was lost while held (its lock file was removed, or etcd's lease ended)"
+			if st.Backend == coord.BackendEtcd {
+				return stateLost, "the lock was lost while held (its etcd lease ended or its key was deleted)"
+			}
+			return stateLost, "the lock was lost while held (its lock file or directory was removed)"
 		case <-t.C:
 			fi, err := os.Lstat(renewPath)
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
