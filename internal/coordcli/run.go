@@ -3,6 +3,7 @@ package coordcli
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -30,7 +31,7 @@ func runCommand() *cli.Command {
 			"was lost; if the hold is lost while CMD runs, CMD is stopped (--on-lost kill) or warned\n" +
 			"about, and coord exits 74. While CMD runs the hold is renewed, however long it takes.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: flagHeld, EnvVars: []string{envHold}, Usage: "the `HANDLE` coord hold printed"},
+			&cli.StringFlag{Name: flagHeld, Usage: "the `HANDLE` coord hold printed (default $COORD_HOLD)"},
 			onLostFlag(),
 		},
 		Action: runHeld,
@@ -45,14 +46,18 @@ func runHeld(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.String(flagHeld) == "" {
+	handle := c.String(flagHeld)
+	if !c.IsSet(flagHeld) {
+		handle = os.Getenv(envHold)
+	}
+	if handle == "" && !c.IsSet(flagHeld) {
 		return usagef("missing --%s HANDLE (or %s); usage: %s", flagHeld, envHold, runUsage)
 	}
 	onLost, err := lockFlags(c)
 	if err != nil {
 		return err
 	}
-	h, err := findHold(c.String(flagHeld))
+	h, err := findHold(handle)
 	if err != nil {
 		return holdError(err)
 	}
@@ -88,7 +93,7 @@ func runHeld(c *cli.Context) error {
 	wg.Wait()
 	if wasLost {
 		reason := "its keeper is gone"
-		if ended, ferr := findHold(c.String(flagHeld)); ferr == nil && ended.st.Reason != "" {
+		if ended, ferr := findHold(handle); ferr == nil && ended.st.Reason != "" {
 			reason = ended.st.Reason
 		}
 		return fmt.Errorf("%w while the command ran (it exited %d): %s", coord.ErrLockLost, exitCode(err), reason)
