@@ -340,6 +340,9 @@ func removeEndedHolds(dir string) {
 		return
 	}
 	for _, e := range entries {
+		if len(e.Name()) != 2*holdIDBytes || strings.Trim(e.Name(), "0123456789abcdef") != "" {
+			continue // not a hold's: not ours to remove
+		}
 		d := filepath.Join(dir, e.Name())
 		fi, err := os.Lstat(d)
 		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < holdKeep || keeperAlive(d) {
