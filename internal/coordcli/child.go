@@ -36,6 +36,9 @@ type child struct {
 	// it (fd 3), so that if coord dies the lock is released only when the
 	// child is gone too.
 	lockFile *os.File
+	// holderPID is the COORD_PID the child sees: the process that status
+	// shows as the holder; 0 means coord itself.
+	holderPID int
 }
 
 // heldLock is what a command runs under: a *coord.Lock or *coord.Download.
@@ -86,7 +89,11 @@ func (ch *child) run(ctx context.Context) (lockLost bool, err error) {
 	interactive, _ := terminal()
 	argv := guardedArgv(ch.argv, interactive)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(ch.env, envPID+"="+strconv.Itoa(os.Getpid()))
+	holder := ch.holderPID
+	if holder == 0 {
+		holder = os.Getpid()
+	}
+	cmd.Env = append(ch.env, envPID+"="+strconv.Itoa(holder))
 	cmd.Stdout, cmd.Stderr = ch.stdout, ch.stderr
 	if _, err := os.Stdin.Stat(); err == nil {
 		cmd.Stdin = os.Stdin // else coord's stdin is closed: /dev/null

@@ -91,6 +91,11 @@ func runHold(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if id, ok := c.App.Metadata[metaKeeper].(string); ok {
+		// `coord hold` checked the flags; a followed pid gone since
+		// makes the hold lost at once.
+		return runKeeper(c, id, timeout)
+	}
 	if ttl := c.Duration(flagHoldTTL); ttl < time.Second {
 		return usagef("--%s %s: want at least 1s", flagHoldTTL, ttl)
 	}
@@ -100,9 +105,6 @@ func runHold(c *cli.Context) error {
 	export := c.String(flagExport)
 	if export != "" && export != "sh" && export != "github" {
 		return usagef("--%s %q: want sh or github", flagExport, export)
-	}
-	if id, ok := c.App.Metadata[metaKeeper].(string); ok {
-		return runKeeper(c, id, timeout)
 	}
 	return startHold(c, export)
 }

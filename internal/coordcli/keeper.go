@@ -103,6 +103,11 @@ func keep(ctx context.Context, dir string, st holdState, lost <-chan struct{}) (
 	t := time.NewTicker(min(max(st.TTL/20, 50*time.Millisecond), time.Second))
 	defer t.Stop()
 	renewPath := filepath.Join(dir, holdRenew)
+	_, followed := processStat(st.Follow)
+	gone := func(pid int) bool {
+		state, start := processStat(pid)
+		return !processAlive(pid) || state == "Z" || followed != "" && start != followed
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -123,7 +128,7 @@ func keep(ctx context.Context, dir string, st holdState, lost <-chan struct{}) (
 			if err != nil || time.Since(fi.ModTime()) > st.TTL {
 				return stateLost, fmt.Sprintf("ttl expired: no coord call with the handle for %s", st.TTL)
 			}
-			if st.Follow > 0 && !processAlive(st.Follow) {
+			if st.Follow > 0 && gone(st.Follow) {
 				return stateLost, fmt.Sprintf("pid %d, which it followed, exited", st.Follow)
 			}
 		}

@@ -87,6 +87,9 @@ func runHeld(c *cli.Context) error {
 		stderr: c.App.ErrWriter,
 		lost:   lost,
 		onLost: onLost,
+		// The keeper holds the lock: a nested coord on it is refused
+		// (see refuseNested).
+		holderPID: h.st.PID,
 	}
 	wasLost, err := ch.run(c.Context)
 	cancel()
