@@ -4,14 +4,13 @@ package coordcli
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"syscall"
 )
 
 // errHoldUnsupported: a keeper needs flock(2) and a session of its own.
-var errHoldUnsupported = fmt.Errorf("coord hold, release and run --held are not supported on Windows yet: %w", errors.ErrUnsupported)
+var errHoldUnsupported = errors.New("hold, release and run --held are not supported on Windows yet")
 
 func holdSupported() error { return errHoldUnsupported }
 
