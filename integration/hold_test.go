@@ -60,10 +60,19 @@ func testHoldAcrossProcesses(t *testing.T, be *backend) {
 	if code != 0 || !regexp.MustCompile(`(?m)^token=[0-9]+$`).MatchString(out) {
 		t.Fatalf("run --held: exit %d, want 0 and the token:\n%s", code, out)
 	}
+	// A coord hold killed while it waits: its keeper, granted the lock
+	// later, finds nobody to give the handle to and lets go at once.
+	orphan := start(t, w.root, env, coordBin, "hold", "--timeout", procTimeout.String(), "held")
+	w.waitWaiters("held", 1, loadSlack)
+	if err := orphan.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	orphan.wait(loadSlack)
 	if code, out := coord("release", h); code != 0 {
 		t.Fatalf("release: exit %d, want 0:\n%s", code, out)
 	}
-	if code, out := coord("lock", "--timeout", "0", "held", "--", "true"); code != 0 {
+	// The orphaned keeper takes the lock and lets go: a waiter gets it.
+	if code, out := coord("lock", "--timeout", (loadSlack + etcdTTL).String(), "held", "--", "true"); code != 0 {
 		t.Fatalf("lock after release: exit %d, want 0:\n%s", code, out)
 	}
 	if code, _ := coord("hold", "--status", h); code != exitcode.NoHold {

@@ -26,9 +26,12 @@ const keeperResultFD = 3
 // is lost. Then it writes the tombstone and exits.
 func runKeeper(c *cli.Context, id string, timeout time.Duration) error {
 	result := os.NewFile(keeperResultFD, "result")
-	tell := func(r keeperResult) {
-		json.NewEncoder(result).Encode(r)
-		result.Close()
+	tell := func(r keeperResult) error {
+		err := json.NewEncoder(result).Encode(r)
+		if cerr := result.Close(); err == nil {
+			err = cerr
+		}
+		return err
 	}
 	fail := func(err error) error {
 		err = &actionError{err}
@@ -83,9 +86,13 @@ func runKeeper(c *cli.Context, id string, timeout time.Duration) error {
 		return fail(err)
 	}
 	h := holdHandle{uid: os.Getuid(), id: id, host: host}
-	tell(keeperResult{Handle: h.String(), Token: st.Token, PID: st.PID})
-
-	st.State, st.Reason = keep(c.Context, dir, st, l.Lost())
+	if err := tell(keeperResult{Handle: h.String(), Token: st.Token, PID: st.PID}); err != nil {
+		// Nobody got the handle (coord hold was killed while it waited):
+		// nobody could use the lock or release it.
+		st.State, st.Reason = stateLost, fmt.Sprintf("coord hold, which started the keeper, was gone when the lock was granted (%v)", err)
+	} else {
+		st.State, st.Reason = keep(c.Context, dir, st, l.Lost())
+	}
 	if err := l.Unlock(); err != nil && st.State == stateReleased {
 		st.Reason += fmt.Sprintf(" (unlock: %v)", err)
 	}
