@@ -27,7 +27,7 @@ const (
 	flagStatus  = "status"
 	envHold     = "COORD_HOLD"
 
-	// DefaultHoldTTL is how long a keeper holds on without a coord call
+	// defaultHoldTTL is how long a keeper holds on without a coord call
 	// with its handle.
 	defaultHoldTTL = 10 * time.Minute
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -37,6 +38,9 @@ func runKeeper(c *cli.Context, id string, timeout time.Duration) error {
 		err = &actionError{err}
 		tell(keeperResult{Code: exitCode(err), Error: message(err)})
 		return err
+	}
+	if len(id) != 2*holdIDBytes || strings.Trim(id, "0123456789abcdef") != "" {
+		return fail(usagef("keeper: bad hold id %q (internal)", id))
 	}
 	dir, err := holdsDir(false)
 	if err != nil {
