@@ -556,3 +556,24 @@ func TestWindowsInterrupt(t *testing.T) {
 		})
 	}
 }
+
+// coord hold, hold --status, run --held and release are not supported on
+// Windows yet: each says so, exits 69 and takes no lock.
+func TestWindowsHoldUnsupported(t *testing.T) {
+	e := newEnv(t)
+	handle := "hold-0-0123456789abcdef0123456789abcdef@host"
+	for _, args := range [][]string{
+		{"hold", "x"},
+		{"hold", "--status", handle},
+		{"release", handle},
+		{"run", "--held", handle, "--", "cmd", "/c", "exit 0"},
+	} {
+		code, stderr := run(t, e.cli(args...))
+		if code != 69 || !strings.Contains(stderr, "not supported on Windows yet") {
+			t.Errorf("coord %s: exit %d, %q; want 69 and \"not supported on Windows yet\"", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if code, stderr := run(t, e.cli("lock", "--timeout", "0", "x", "--", "cmd", "/c", "exit 0")); code != 0 {
+		t.Errorf("coord lock x after the refused hold: exit %d: %s", code, stderr)
+	}
+}

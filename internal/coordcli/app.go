@@ -87,10 +87,18 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *c
 	if len(args) > 1 && args[1] == guardCommand {
 		return guard.Main(args[2:], stderr)
 	}
+	var keeper string
+	if len(args) > 2 && args[1] == keeperCommand {
+		keeper, args = args[2], append([]string{args[0]}, args[3:]...)
+	}
 	if server == nil {
 		server = execServer(args)
 	}
 	app := newApp(stdout, stderr, server)
+	app.Metadata = map[string]any{metaArgs: args}
+	if keeper != "" {
+		app.Metadata[metaKeeper] = keeper
+	}
 	warnUnknownEnv(stderr, os.Environ(), app)
 	err := app.RunContext(ctx, args)
 	code := exitCode(err)
@@ -101,7 +109,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *c
 }
 
 func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
-	cmds := []*cli.Command{lockCommand(), downloadCommand(), statusCommand(), gcCommand(), doctorCommand(), server, versionCommand()}
+	cmds := []*cli.Command{lockCommand(), holdCommand(), runCommand(), releaseCommand(), downloadCommand(), statusCommand(), gcCommand(), doctorCommand(), server, versionCommand()}
 	flags := append(globalFlags(), versionFlag())
 	for i, cmd := range cmds {
 		cmds[i] = command(cmd, flags)

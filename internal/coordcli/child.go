@@ -62,14 +62,15 @@ type heldLock interface {
 // between the grant and the command. close must be called once done,
 // whether the command ran or not.
 func newChild(c *cli.Context, m *coord.Manager, path string, argv []string, name string, onLost string) (*child, error) {
-	ch := &child{
-		grace:  max(m.LostMargin()/2, 100*time.Millisecond),
-		argv:   append([]string{path}, argv[1:]...),
-		env:    append(childEnv(), envLockName+"="+name, envPID+"="+strconv.Itoa(os.Getpid())),
-		stdout: c.App.Writer,
-		stderr: c.App.ErrWriter,
-		onLost: onLost,
-	}
+	ch := &child{grace: max(m.LostMargin()/2, 100*time.Millisecond), argv: append([]string{path}, argv[1:]...), onLost: onLost}
+	return prepareChild(c, ch, name, os.Getpid())
+}
+
+// prepareChild is newChild for ch, whose argv, grace and onLost are set,
+// under the lock called name held by the process holder (COORD_PID).
+func prepareChild(c *cli.Context, ch *child, name string, holder int) (*child, error) {
+	ch.env = append(childEnv(), envLockName+"="+name, envPID+"="+strconv.Itoa(holder))
+	ch.stdout, ch.stderr = c.App.Writer, c.App.ErrWriter
 	ch.interactive, _ = terminal()
 	if !ch.interactive {
 		if err := ch.startGuard(); err != nil {

@@ -5,11 +5,11 @@
 //
 // # Commands
 //
-// One file per command (lock.go, download.go, status.go, gc.go,
-// doctor.go, version.go); doctor's checks of the lock directory, of etcd
-// and its --pair test are in doctor_dir.go, doctor_etcd.go and
-// doctor_pair.go, the OS's file system facts in doctor_fs_*.go;
-// server_exec.go is plain coord's `server`, which runs the
+// One file per command (lock.go, hold.go, run.go, release.go,
+// download.go, status.go, gc.go, doctor.go, version.go); doctor's checks
+// of the lock directory, of etcd and its --pair test are in doctor_dir.go,
+// doctor_etcd.go and doctor_pair.go, the OS's file system facts in
+// doctor_fs_*.go; server_exec.go is plain coord's `server`, which runs the
 // coord-server binary. coord-server injects the real server command
 // (package internal/server) through Main, lending it NewLogger and
 // Printable, so that the dependencies point from cmd to both and never from
@@ -19,6 +19,17 @@
 // mistake in the command line from a failure while running. A command
 // that runs a child (lock, download) does so in child.go, behind a guard
 // on Linux, macOS and the BSDs (guard.go, package internal/guard).
+//
+// hold.go, run.go and release.go hold one lock across several commands (CI
+// steps): `coord hold` starts coord again as a detached keeper (`coord
+// __hold-keeper ID ARGS...`, keeper.go: its own session, stdio closed),
+// which takes the lock and tells the parent the handle or the error on fd
+// 3, then holds the lock until released, its TTL passes without a renewal,
+// a followed process exits or the lock is lost. holdstate.go keeps each
+// hold's state in the user's ~/.toolchainkit/holds/ID: a flock that the
+// keeper holds while alive, the renewal time, and the tombstone that says
+// why it ended. Handles name the user and host, and are checked before any
+// file is read.
 //
 // # Settings
 //
@@ -33,7 +44,7 @@
 //
 // exitCode decides every status, from the error a command returns: usage
 // errors (usagef, and coord.ErrInvalidName or ErrInvalidArgument) 64, an
-// unusable backend 69, a lost lock 74, a lock not granted in time 75 (or
+// unusable backend 69, a lost lock or hold 74, a hold handle that names no hold 66, a lock not granted in time 75 (or
 // --conflict-exit-code), a signal before the command ran 130, a command
 // that cannot be run 126 or 127, and the child's own status when one ran.
 // The numbers are in package internal/exitcode, shared with the guard.

@@ -23,7 +23,7 @@ const serverEnvPrefix = "COORD_SERVER_"
 // deploy scripts read. Names ending in "_" are prefixes.
 func reservedEnv() []string {
 	return []string{
-		envLockName, envToken, envDest, envToolchainID, envPID, envTotalFile,
+		envLockName, envToken, envDest, envToolchainID, envPID, envTotalFile, envHold,
 		envServerExec,
 		serverEnvPrefix, // the server command's, which plain coord does not have
 		"COORD_TEST_", "COORD_BENCH_", "COORD_HERD", "COORD_HERD_", "COORD_SOAK",

@@ -11,6 +11,7 @@ const (
 	Failed      = 1  // coord doctor: a check failed
 	Usage       = 64 // EX_USAGE: a mistake in how coord was called
 	Empty       = 65 // EX_DATAERR: a download's command succeeded but left nothing to commit
+	NoHold      = 66 // EX_NOINPUT: a hold handle names no hold here (unknown, or released)
 	Unavailable = 69 // EX_UNAVAILABLE: the backend cannot be used
 	Internal    = 70 // EX_SOFTWARE: anything else
 	Lost        = 74 // EX_IOERR: the lock was lost while held
