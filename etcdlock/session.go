@@ -281,7 +281,9 @@ func (s *session) keepAlive(ctx context.Context, expiry time.Time) {
 	defer s.wg.Done()
 	every := (s.ttl - s.margin) / 3
 	conn := s.cli.ActiveConnection()
-	rs := s.renewals(ctx)
+	ls := newLeaseStream(ctx, s.cli, s.lease)
+	defer ls.close()
+	rs := s.renewals(ctx, ls)
 	defer rs.stop()
 	// A connection that comes back (etcd restarted, perhaps restored from
 	// a snapshot) is met with a renewal at once, not at the next turn.
@@ -371,6 +373,7 @@ func (s *session) keepAlive(ctx context.Context, expiry time.Time) {
 // for.
 type renewals struct {
 	s      *session
+	ls     *leaseStream
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan renewal // the outcomes; whoever receives one counts it off n
@@ -387,9 +390,9 @@ type renewal struct {
 const maxRenewals = 3
 
 // renewals returns the keep-alives of the loop that ends with ctx.
-func (s *session) renewals(ctx context.Context) *renewals {
+func (s *session) renewals(ctx context.Context, ls *leaseStream) *renewals {
 	ctx, cancel := context.WithCancel(ctx)
-	return &renewals{s: s, ctx: ctx, cancel: cancel, done: make(chan renewal, maxRenewals)}
+	return &renewals{s: s, ls: ls, ctx: ctx, cancel: cancel, done: make(chan renewal, maxRenewals)}
 }
 
 func (rs *renewals) full() bool { return rs.n == maxRenewals }
@@ -404,7 +407,7 @@ func (rs *renewals) send(bound time.Duration) {
 	go func() {
 		defer s.wg.Done()
 		defer cancel()
-		resp, err := s.cli.KeepAliveOnce(tctx, s.lease)
+		resp, err := rs.ls.renew(tctx)
 		rs.done <- renewal{sent, resp, err}
 	}()
 }
