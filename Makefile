@@ -83,7 +83,8 @@ lint: vet
 
 # Benchmarks beside their anchors (installing the anchors when missing);
 # writes BENCHMARKS.md. BENCH_COUNT=N runs each timing benchmark N times
-# (default 3); about 2.5 minutes on a 2-core machine (builds included).
+# (default 3); about 9 minutes on a 2-core machine (builds included; a
+# local 3-member etcd cluster is brought up for the idle-sessions row).
 bench:
 	./bench/report.sh
 

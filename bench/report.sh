@@ -16,7 +16,10 @@ out=BENCHMARKS.md
 count=${BENCH_COUNT:-3}
 began=$(date +%s)
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'COORD_CLUSTER_DIR=$tmp/cluster ./deploy/local-cluster.sh down >/dev/null 2>&1; rm -rf "$tmp"' EXIT
+# Sections written by hand (a "## ... by hand" heading to the end) are kept.
+kept=$tmp/kept
+sed -n '/^## .*by hand/,$p' "$out" 2>/dev/null >"$kept" || :
 raw=$tmp/raw
 : >"$raw"
 
@@ -61,6 +64,15 @@ run coord 5x "$count" '^BenchmarkFanout'                                  # row 
 run integration 100x "$count" '^BenchmarkProcess_'                        # row 7
 run integration 50x "$count" '^BenchmarkProcessEtcd_'                     # row 8
 run etcdlock 3200x "$count" '^BenchmarkEtcdThroughput_'                   # row 9
+run integration 9x "$count" '^BenchmarkCLIHandoff_'                      # row 11
+run integration 9x "$count" '^BenchmarkCLIHandoffEtcd_'                  # row 12
+run integration 1x "$count" '^BenchmarkBurst_'                           # row 13
+run integration 10x "$count" '^BenchmarkStatus5000_'                     # row 14
+# Row 15 on a local 3-member TLS cluster of its own (deploy/local-cluster.sh).
+cluster="COORD_CLUSTER_DIR=$tmp/cluster COORD_CLUSTER_PORT=${BENCH_CLUSTER_PORT:-31579}"
+env $cluster ./deploy/local-cluster.sh up >/dev/null
+COORD_TEST_CLUSTER_ENV=$tmp/cluster/coord.env run integration 1x 1 '^BenchmarkIdleSessions_'
+env $cluster ./deploy/local-cluster.sh down >/dev/null
 run integration 3x 1 '^BenchmarkWaitingRSS'                               # row 10
 # Each in a process of its own: Go keeps idle threads, so a thread count is
 # only meaningful in a fresh process.
@@ -98,5 +110,14 @@ took=$(($(date +%s) - began))
 	echo "8. ProcessEtcd: a whole \`coord lock NAME -- true\` against \`etcdctl lock NAME -- true\` on the same embedded etcd: start-up, connect, session (lease grant), lock, the command, unlock, lease revoke."
 	echo "9. EtcdThroughput: 16 goroutines, each with its own client and session and a name of its own, lock and unlock as fast as they can; lock+unlock pairs per second in total."
 	echo "10. WaitingRSS: VmRSS of a process 500 ms into waiting for a held lock (coord lock on file and etcd; flock(1), etcdctl lock). HeldLocks: live heap (after GC), goroutines and OS threads per lock while one library holds 10 000 distinct locks (coord Manager; gofrs/flock; concurrency.Mutex on one session); includes a closure per lock in the benchmark. Waiters: the same per waiter while 100 goroutines of one process wait for one held lock (coord: one Manager; anchors: gofrs/flock blocking Lock, concurrency.Mutex, one watch each)."
+	echo "11. CLIHandoff: from the end of the holder's command to the start of the waiter's, both run by a whole \`coord lock NAME -- CMD\` (file backend) or \`flock FILE CMD\`: the holder's command writes bash's \$EPOCHREALTIME as its last act, the waiter's as its first; the waiter is queued (/proc/locks shows it blocked) before the holder's command is let go; median of the iterations."
+	echo "12. CLIHandoffEtcd: the same with \`coord lock\` and \`etcdctl lock\` on the embedded etcd; the waiter is given 300 ms to start, connect and queue."
+	echo "13. Burst: 200 processes started at once on one name, each adding one to a counter file under the lock (\`sh -c 'n=\$(cat c); echo \$((n+1)) > c'\`), coord lock (file) against flock(1); from the first start to the last exit; the counter must reach 200."
+	echo "14. Status5000: a whole \`coord status\` in a lock directory of 5000 lock files, three of them held (by the benchmark's process)."
+	echo "15. IdleSessions: on a local 3-member etcd cluster with TLS and client certificates (deploy/local-cluster.sh, etcd 3.4), 1000 idle sessions (coord Managers that each locked once, as hosts would; or bare concurrency sessions, TTL 10 s), then 16 clients of their own lock and unlock 60 times each: the lock+unlock latency's median and 99th percentile, the members' CPU seconds per second meanwhile, and the keep-alive requests per second the members received over 10 s of idleness (grpc_server_msg_received_total of LeaseKeepAlive)."
+	if [ -s "$kept" ]; then
+		echo
+		cat "$kept"
+	fi
 } >"$out"
 echo "wrote $out in ${took}s"

@@ -68,6 +68,7 @@ function met(c, m, a, unit,   x, g) {
 		return m <= x * coord[g, unit] ? "yes" : "**no**"
 	}
 	if (a <= 0) return "?"
+	if (c ~ /^lin<=/) { x = substr(c, 6); g = x; sub(/\+.*/, "", x); sub(/.*\+/, "", g); return m <= x * a + g ? "yes" : "**no**" }
 	if (c ~ /^ratio<=/) return m / a <= substr(c, 8) + 0 ? "yes" : "**no**"
 	if (c ~ /^ratio</) return m / a < substr(c, 7) + 0 ? "yes" : "**no**"
 	if (c ~ /^ratio>=/) return m / a >= substr(c, 8) + 0 ? "yes" : "**no**"

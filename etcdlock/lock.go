@@ -186,33 +186,26 @@ func blocked(kvs []*mvccpb.KeyValue, rev int64, shared bool) bool {
 	return false
 }
 
-// await waits for the turn of key, created at rev, then checks that the
-// key survived the wait: the lease may have expired meanwhile, and someone
+// await waits for the turn of key, created at rev, and makes sure the key
+// survived the wait: the lease may have expired meanwhile, and someone
 // else been granted the lock; the store may have been rewound. On error it
 // has released key.
 func (l *Locker) await(ctx context.Context, pfx, key string, rev int64, shared bool) error {
-	if err := l.waitTurn(ctx, pfx, rev, shared); err != nil {
-		l.s.release(key, rev)
-		return err
+	err := l.waitTurn(ctx, pfx, key, rev, shared)
+	if err == nil && l.s.gone() {
+		err = ErrSessionLost
 	}
-	g, err := l.cli.Get(ctx, key, clientv3.WithKeysOnly())
-	if err != nil || len(g.Kvs) == 0 || g.Kvs[0].CreateRevision != rev || l.s.gone() {
+	if err != nil {
 		l.s.release(key, rev)
-		switch {
-		case ctx.Err() != nil:
-			return ctxErr(ctx)
-		case err != nil:
-			return l.unavailable("", err)
-		}
-		return ErrSessionLost
 	}
-	return nil
+	return err
 }
 
-// waitTurn waits until no older key blocks the key created at rev.
-func (l *Locker) waitTurn(ctx context.Context, pfx string, rev int64, shared bool) error {
+// waitTurn waits until no older key blocks key, created at rev, and
+// checks in the same request that key is still there.
+func (l *Locker) waitTurn(ctx context.Context, pfx, key string, rev int64, shared bool) error {
 	for {
-		blocker, brev, err := l.blocker(ctx, pfx, rev, shared)
+		blocker, brev, err := l.blocker(ctx, pfx, key, rev, shared)
 		if err == nil && blocker == "" {
 			return nil
 		}
@@ -248,18 +241,22 @@ func (l *Locker) pause(ctx context.Context) error {
 
 // blocker returns the newest key created before rev that keeps us from the
 // lock (any key for an exclusive lock, an exclusive key for a shared one),
-// and its create revision.
-func (l *Locker) blocker(ctx context.Context, pfx string, rev int64, shared bool) (string, int64, error) {
+// and its create revision; ErrSessionLost if key, ours, created at rev, is
+// gone or made anew. One request looks at both.
+func (l *Locker) blocker(ctx context.Context, pfx, key string, rev int64, shared bool) (string, int64, error) {
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 		clientv3.WithMaxCreateRev(rev - 1), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend)}
 	if !shared {
 		opts = append(opts, clientv3.WithLimit(1))
 	}
-	resp, err := l.cli.Get(ctx, pfx, opts...)
+	resp, err := l.cli.Txn(ctx).Then(clientv3.OpGet(pfx, opts...), clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return "", 0, l.waitErr(ctx, err)
 	}
-	for _, kv := range resp.Kvs {
+	if mine := resp.Responses[1].GetResponseRange().Kvs; len(mine) == 0 || mine[0].CreateRevision != rev {
+		return "", 0, ErrSessionLost
+	}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		if !shared || !isShared(kv.Key) {
 			return string(kv.Key), kv.CreateRevision, nil
 		}
