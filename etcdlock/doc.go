@@ -21,7 +21,8 @@
 // is deleted by anyone else, or when no keep-alive has been confirmed for
 // so long that the lease could expire within LostMargin (max(1s, TTL/4)):
 // the lease's deadline is counted from when the last successful keep-alive
-// was sent, so Lost fires before any other process could be granted the
+// was sent (renewals go over one keep-alive stream kept open, each answer
+// matched to its request), so Lost fires before any other process could be granted the
 // lock, as long as the client's and the server's clocks run at the same
 // rate. It cannot stop a holder that is paused (GC, SIGSTOP, a swapped-out
 // VM) past that moment from acting on stale belief: fencing tokens, checked
