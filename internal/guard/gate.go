@@ -43,12 +43,17 @@ const maxGate = 1 << 20
 // Open returns a new gate: the guard's end, for its fd 3, and coord's.
 // Both are close-on-exec; exec.Cmd.ExtraFiles passes the guard's on.
 func Open() (guardEnd, coordEnd *os.File, err error) {
+	// Under ForkLock: no process started meanwhile inherits them.
+	syscall.ForkLock.RLock()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return nil, nil, fmt.Errorf("guard gate: %w", err)
 	}
-	syscall.CloseOnExec(fds[0])
-	syscall.CloseOnExec(fds[1])
 	// Non-blocking: coord's end is Go's poller's, so that closing it ends
 	// a read in progress (see ReadExit).
 	if err := syscall.SetNonblock(fds[1], true); err != nil {
