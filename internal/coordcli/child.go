@@ -101,13 +101,13 @@ func (ch *child) command(argv []string) *exec.Cmd {
 // its wake-ups on the path from one holder to the next need not wait for
 // that one.
 func (ch *child) start(cmd *exec.Cmd) error {
-	started := make(chan error)
-	ch.parked = make(chan struct{})
+	started, parked := make(chan error), make(chan struct{})
+	ch.parked = parked
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		started <- cmd.Start()
-		<-ch.parked
+		<-parked
 	}()
 	if err := <-started; err != nil {
 		return err
