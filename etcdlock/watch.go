@@ -66,12 +66,16 @@ func (in *Inspector) Watch(ctx context.Context, check time.Duration, f func(Chan
 			continue
 		}
 		down = nil
-		if err := w.follow(ctx, rev, check, f); err != nil && ctx.Err() == nil {
+		// A compacted watch is read again at once; it is no outage.
+		if err := w.follow(ctx, rev, check, f); err != nil && ctx.Err() == nil && !errors.Is(err, errCompacted) {
 			fail(err)
 		}
 	}
 	return ctx.Err()
 }
+
+// errCompacted ends a watch whose next revision etcd compacted away.
+var errCompacted = errors.New("watch compacted")
 
 // watch is one read of the prefix and the watch that follows it.
 type watch struct {
@@ -126,6 +130,9 @@ func (w *watch) follow(ctx context.Context, rev int64, check time.Duration, f fu
 		case wr, ok := <-wch:
 			if !ok {
 				return errors.New("watch closed")
+			}
+			if wr.CompactRevision != 0 {
+				return errCompacted
 			}
 			if err := wr.Err(); err != nil {
 				return err
