@@ -1,8 +1,14 @@
 package exporter_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,5 +72,57 @@ func TestLabelSetIsBounded(t *testing.T) {
 				t.Errorf("coord_lock_waiters of lock 6 = %v, %v; want 6, a series of its own", v, ok)
 			}
 		})
+	}
+}
+
+// The page's data escapes markup: /state.json and each /events message
+// carry a name with <, >, & and a newline as JSON escapes, and decode to
+// the name itself; an /events message is one line.
+func TestPageDataEscapes(t *testing.T) {
+	name := "<script>alert(1)</script>\n&amp;\"'"
+	url := serve(t, fakeSource{locks: []coord.Status{{Name: name, Held: true, Token: 7, Known: true,
+		Holders: []coord.Process{{Host: "<b>h</b>", PID: 1, Key: "/k", Revision: 7}}}}})
+	waitMetrics(t, url, time.Minute, "the lock", func(mfs map[string]*dto.MetricFamily) bool {
+		v, _ := value(mfs, "coord_locks_held", name)
+		return v == 1
+	})
+	resp, err := http.Get(url + "/state.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if bytes.ContainsAny(body, "<>") || bytes.Contains(body, []byte("&amp")) {
+		t.Errorf("/state.json = %s; want <, > and & escaped", body)
+	}
+	var v exporter.View
+	if err := json.Unmarshal(body, &v); err != nil || len(v.Locks) != 1 || v.Locks[0].Name != name || v.Locks[0].Holders[0].Host != "<b>h</b>" {
+		t.Errorf("/state.json decodes to %+v, %v; want the lock %q held on <b>h</b>", v, err, name)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("/state.json Content-Type %q", ct)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/events", nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "data: ")
+	if !ok || strings.ContainsAny(data, "<>") {
+		t.Fatalf("first /events line %q; want data: and escaped JSON", line)
+	}
+	if err := json.Unmarshal([]byte(data), &v); err != nil || v.Locks[0].Name != name {
+		t.Errorf("/events message decodes to %+v, %v; want the lock %q", v, err, name)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("Content-Security-Policy %q; want script-src 'self'", csp)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/toolchainkit/coord/coord"
@@ -39,7 +41,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envHelper) != "" {
 		os.Exit(helper())
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 func helper() int {
@@ -418,4 +420,48 @@ func TestBackendUpFollowsEtcd(t *testing.T) {
 		v, _ := value(mfs, "coord_locks_held", "after")
 		return v == 1
 	})
+}
+
+// The exporter holds no lock and writes nothing: etcd's revision does not
+// move while it watches, reads and is scraped, and it takes no lease. Its
+// requests are counted: the first read and the watch, then one check read
+// per interval.
+func TestExporterWritesNothing(t *testing.T) {
+	b := backend{name: "etcd"}
+	b.start(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{b.endpoint}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	before, err := cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, b.manager(t, coord.ReportOnly()), exporter.WithInterval(100*time.Millisecond))
+	waitMetrics(t, url, time.Minute, "up and 5 requests (some check reads)", func(mfs map[string]*dto.MetricFamily) bool {
+		v, _ := value(mfs, "coord_exporter_backend_requests_total", "")
+		up, _ := value(mfs, "coord_backend_up", "")
+		return up == 1 && v >= 5
+	})
+	resp, err := http.Get(url + "/state.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	after, err := cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Header.Revision != before.Header.Revision {
+		t.Errorf("etcd revision %d -> %d while the exporter ran; want no write", before.Header.Revision, after.Header.Revision)
+	}
+	leases, err := cli.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Leases) != 0 {
+		t.Errorf("%d leases while the exporter ran; want none", len(leases.Leases))
+	}
 }
