@@ -2,7 +2,7 @@ package coordcli
 
 import (
 	"context"
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -82,6 +82,14 @@ func runExporter(c *cli.Context) error {
 	if err != nil || interval < minInterval || interval > maxInterval {
 		return usagef("--%s %q: want a duration from %s to %s, such as 1s", flagInterval, c.String(flagInterval), minInterval, maxInterval)
 	}
+	var tc *tls.Config
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return fmt.Errorf("%w: --%s %s, --%s %s: %v", coord.ErrInvalidArgument, flagTLSCert, cert, flagTLSKey, key, err)
+		}
+		tc = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	}
 	// No lease, no writes: it only watches.
 	m, log, err := newManager(c, nil, coord.ReportOnly())
 	if err != nil {
@@ -98,6 +106,7 @@ func runExporter(c *cli.Context) error {
 	srv := &http.Server{
 		Handler:           e.Handler(),
 		ReadHeaderTimeout: readHeaderTime,
+		TLSConfig:         tc,
 		BaseContext:       func(net.Listener) context.Context { return ctx }, // ends /events streams on shutdown
 		ErrorLog:          zap.NewStdLog(log),
 	}
@@ -114,8 +123,8 @@ func runExporter(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "coord: exporter ready on %s://%s (%s backend)\n", scheme, ln.Addr(), m.Backend())
 	serveErr := make(chan error, 1)
 	go func() {
-		if cert != "" {
-			serveErr <- srv.ServeTLS(ln, cert, key)
+		if tc != nil {
+			serveErr <- srv.ServeTLS(ln, "", "")
 		} else {
 			serveErr <- srv.Serve(ln)
 		}
@@ -131,13 +140,7 @@ func runExporter(c *cli.Context) error {
 	srv.Shutdown(sctx)
 	scancel()
 	wg.Wait()
-	if err != nil {
-		if cert != "" && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("%w: --%s/--%s: %w", coord.ErrInvalidArgument, flagTLSCert, flagTLSKey, err)
-		}
-		return err
-	}
-	return nil
+	return err
 }
 
 // listenAddr checks --listen: host:port with an IP address or localhost and
