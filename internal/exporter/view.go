@@ -121,7 +121,7 @@ func (e *Exporter) serveState(w http.ResponseWriter, r *http.Request) {
 // Pacing of /events: at most one message per minGap, and one at least
 // every keepAlive so that the page's clock and proxies stay current.
 const (
-	minGap    = 250 * time.Millisecond
+	minGap    = 500 * time.Millisecond
 	keepAlive = 5 * time.Second
 )
 
