@@ -3,7 +3,6 @@ package exporter
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -39,34 +38,43 @@ func newState(backend string, now func() time.Time, observe func(float64)) *stat
 	return &state{backend: backend, now: now, observe: observe, locks: map[string]*lockState{}, changed: make(chan struct{})}
 }
 
-// entryID names one hold or wait: on etcd its key and create revision; on
-// file its pid, and for an exclusive holder its token too, so that a new
-// grant to the same process is a new entry.
-func entryID(s coord.Status, p coord.Process, holder bool) string {
+// hold is one holder's hold of a lock: id names it (on etcd the key and
+// its create revision; on file the token of an exclusive hold, which
+// changes with every exclusive grant, or the pid of a shared holder), and
+// wait names the wait it may have come from ("" if unknown).
+type hold struct{ id, wait string }
+
+// holds are s's holders. A file lock held where the OS does not tell who
+// holds it counts as one holder, named by its token.
+func holds(s coord.Status) []hold {
+	if !s.Held {
+		return nil
+	}
+	if s.Key == "" && (!s.Shared || len(s.Holders) == 0) {
+		h := hold{id: fmt.Sprintf("token %d", s.Token)}
+		if len(s.Holders) > 0 {
+			h.wait = waitID(s.Holders[0])
+		}
+		return []hold{h}
+	}
+	out := make([]hold, len(s.Holders))
+	for i, p := range s.Holders {
+		out[i] = hold{id: holdID(p), wait: waitID(p)}
+	}
+	return out
+}
+
+// holdID names an etcd hold, or a file lock's shared holder.
+func holdID(p coord.Process) string {
 	if p.Key != "" {
 		return fmt.Sprintf("%s@%d", p.Key, p.Revision)
-	}
-	if holder && !s.Shared {
-		return fmt.Sprintf("pid %d token %d", p.PID, s.Token)
 	}
 	return fmt.Sprintf("pid %d", p.PID)
 }
 
-// holderIDs are the ids of s's holders. A file lock held where the OS
-// does not tell who holds it counts as one holder, named by its token.
-func holderIDs(s coord.Status) []string {
-	if !s.Held {
-		return nil
-	}
-	if len(s.Holders) == 0 {
-		return []string{fmt.Sprintf("token %d", s.Token)}
-	}
-	ids := make([]string, len(s.Holders))
-	for i, p := range s.Holders {
-		ids[i] = entryID(s, p, true)
-	}
-	return ids
-}
+// waitID names a wait: on etcd the waiter's key and create revision, which
+// it keeps when granted; on file its pid.
+func waitID(p coord.Process) string { return "wait " + holdID(p) }
 
 // apply takes in one Change.
 func (st *state) apply(c coord.Change) {
@@ -92,7 +100,7 @@ func (st *state) apply(c coord.Change) {
 			if ls.s.Held && ls.s.File != "" && st.primed {
 				st.lost++
 			} else if st.primed {
-				st.releases += uint64(len(holderIDs(ls.s)))
+				st.releases += uint64(len(holds(ls.s)))
 			}
 			delete(st.locks, name)
 		}
@@ -118,38 +126,34 @@ func (st *state) update(s coord.Status, now time.Time) {
 		ls = &lockState{firstSeen: map[string]time.Time{}}
 	}
 	oldHolders := map[string]bool{}
-	for _, id := range holderIDs(ls.s) {
-		oldHolders[id] = true
+	for _, h := range holds(ls.s) {
+		oldHolders[h.id] = true
 	}
-	newHolders := map[string]bool{}
-	for _, id := range holderIDs(s) {
-		newHolders[id] = true
-		if oldHolders[id] {
+	live := map[string]bool{}
+	for _, h := range holds(s) {
+		live[h.id] = true
+		if oldHolders[h.id] {
 			continue
 		}
 		if st.primed {
 			st.grants++
 			wait := 0.0
-			if t, ok := ls.firstSeen[waitKey(id)]; ok {
+			if t, ok := ls.firstSeen[h.wait]; ok && h.wait != "" {
 				wait = now.Sub(t).Seconds()
 			}
 			st.observe(wait)
 		}
-		ls.firstSeen[id] = now
+		ls.firstSeen[h.id] = now
 	}
 	if st.primed {
 		for id := range oldHolders {
-			if !newHolders[id] {
+			if !live[id] {
 				st.releases++
 			}
 		}
 	}
-	live := map[string]bool{}
-	for id := range newHolders {
-		live[id] = true
-	}
 	for _, p := range s.Waiters {
-		id := waitKey(entryID(s, p, false))
+		id := waitID(p)
 		live[id] = true
 		if _, ok := ls.firstSeen[id]; !ok {
 			ls.firstSeen[id] = now
@@ -168,18 +172,10 @@ func (st *state) update(s coord.Status, now time.Time) {
 	st.locks[s.Name] = ls
 }
 
-// waitKey is the key of a wait in firstSeen: an etcd waiter keeps its key
-// when granted, a file waiter its pid; a file holder's id also has the
-// token, which its wait did not.
-func waitKey(id string) string {
-	id, _, _ = strings.Cut(id, " token ")
-	return "wait " + id
-}
-
 // waitStart is when p began to wait: its record's time if it has one (etcd)
 // and it is not in the future, else when the exporter first saw it.
-func (ls *lockState) waitStart(id string, p coord.Process, now time.Time) time.Time {
-	t := ls.firstSeen[waitKey(id)]
+func (ls *lockState) waitStart(p coord.Process, now time.Time) time.Time {
+	t := ls.firstSeen[waitID(p)]
 	if !p.Since.IsZero() && p.Since.Before(t) {
 		t = p.Since
 	}
@@ -199,7 +195,7 @@ func (st *state) ranked(now time.Time) []*lockState {
 	age := func(ls *lockState) time.Duration {
 		var oldest time.Time
 		for _, p := range ls.s.Waiters {
-			t := ls.waitStart(entryID(ls.s, p, false), p, now)
+			t := ls.waitStart(p, now)
 			if oldest.IsZero() || t.Before(oldest) {
 				oldest = t
 			}
@@ -234,7 +230,7 @@ func (st *state) oldestWait(now time.Time) time.Duration {
 	var d time.Duration
 	for _, ls := range st.locks {
 		for _, p := range ls.s.Waiters {
-			d = max(d, now.Sub(ls.waitStart(entryID(ls.s, p, false), p, now)))
+			d = max(d, now.Sub(ls.waitStart(p, now)))
 		}
 	}
 	return d

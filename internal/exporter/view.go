@@ -78,13 +78,18 @@ func (e *Exporter) view() (View, <-chan struct{}) {
 		case s.Held:
 			lv.State = "exclusive"
 		}
-		for _, p := range s.Holders {
+		hs := holds(s)
+		for i, p := range s.Holders {
 			pv := ProcessView{Host: p.Host, PID: p.PID}
-			if t := ls.firstSeen[entryID(s, p, true)]; !s.Shared && s.Holder != nil && !s.Holder.Since.IsZero() {
-				since := s.Holder.Since
+			var since time.Time
+			switch {
+			case !s.Shared && s.Holder != nil && !s.Holder.Since.IsZero():
+				since = s.Holder.Since
+			case i < len(hs):
+				since = ls.firstSeen[hs[i].id]
+			}
+			if !since.IsZero() {
 				pv.Since = &since
-			} else if !t.IsZero() {
-				pv.Since = &t
 			}
 			lv.Holders = append(lv.Holders, pv)
 		}
@@ -103,7 +108,7 @@ func (e *Exporter) view() (View, <-chan struct{}) {
 			}
 		}
 		for _, p := range s.Waiters {
-			since := ls.waitStart(entryID(s, p, false), p, now)
+			since := ls.waitStart(p, now)
 			lv.Waiters = append(lv.Waiters, ProcessView{Host: p.Host, PID: p.PID, Since: &since})
 		}
 		v.Locks = append(v.Locks, lv)
