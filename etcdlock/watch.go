@@ -37,7 +37,8 @@ type Change struct {
 // returns ctx's error. It reads the whole prefix once, then follows one
 // watch on it: its requests to etcd do not grow with the number of locks
 // or their traffic. Every check interval it reads one key, so that an etcd
-// gone quiet (a cut connection, a member without a leader) is noticed:
+// gone quiet (a cut connection, a member without a leader) is noticed
+// (within the interval and 3 s):
 // Change.Err is set, the watch is dropped, and the prefix is read again,
 // once a second, until etcd answers. f runs on Watch's goroutine.
 func (in *Inspector) Watch(ctx context.Context, check time.Duration, f func(Change)) error {
@@ -73,6 +74,10 @@ func (in *Inspector) Watch(ctx context.Context, check time.Duration, f func(Chan
 	}
 	return ctx.Err()
 }
+
+// checkTimeout is the least time a check read is given before etcd is
+// said not to answer.
+const checkTimeout = 3 * time.Second
 
 // errCompacted ends a watch whose next revision etcd compacted away.
 var errCompacted = errors.New("watch compacted")
@@ -121,7 +126,8 @@ func (w *watch) follow(ctx context.Context, rev int64, check time.Duration, f fu
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
-			cctx, ccancel := context.WithTimeout(ctx, check)
+			// A slow answer is no outage: the bound is not the interval.
+			cctx, ccancel := context.WithTimeout(ctx, max(check, checkTimeout))
 			_, err := w.in.cli.Get(cctx, w.in.prefix+"/", clientv3.WithCountOnly())
 			ccancel()
 			if err != nil {
