@@ -266,9 +266,9 @@ func etcdStatus(info etcdlock.Info) Status {
 func etcdProcesses(es []etcdlock.Entry) []Process {
 	var out []Process
 	for _, e := range es {
-		var p Process
+		p := Process{Key: e.Key, Revision: e.Revision}
 		if h := parseRecord(e.Value); h != nil {
-			p = Process{Host: h.Host, PID: h.PID}
+			p.Host, p.PID, p.Since = h.Host, h.PID, h.Since
 		}
 		out = append(out, p)
 	}

@@ -475,6 +475,12 @@ type Status struct {
 type Process struct {
 	Host string // the host it runs on; "" if unknown
 	PID  int    // its process ID; 0 if unknown (etcd: a key whose value is no holder record)
+	// On etcd, Key and Revision are the key it put and its create
+	// revision, which name this one hold or wait; Since is when it
+	// queued, from its record (zero if unknown). Empty on file.
+	Key      string
+	Revision int64
+	Since    time.Time
 }
 
 // Inspect reports on the lock called name without taking it.

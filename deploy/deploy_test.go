@@ -19,6 +19,7 @@ import (
 	"go/token"
 	"io"
 	"maps"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -242,8 +243,9 @@ type object struct {
 	APIVersion string `yaml:"apiVersion"`
 	Kind       string
 	Metadata   struct {
-		Name   string
-		Labels map[string]string
+		Name        string
+		Labels      map[string]string
+		Annotations map[string]string
 	}
 	Spec       yaml.Node
 	Data       map[string]string
@@ -1032,5 +1034,160 @@ func TestSystemdVerify(t *testing.T) {
 	}
 	if msg := verify(t, dropIn); msg != "" {
 		t.Errorf("systemd-analyze verify:\n%s", msg)
+	}
+}
+
+// TestKubernetesExporter: the exporter's Deployment runs `coord exporter`
+// with the client settings and certificate, listens on the port its
+// probes and Service use (non-loopback, so with --insecure-listen or
+// TLS, as the CLI demands), and Prometheus finds it.
+func TestKubernetesExporter(t *testing.T) {
+	objs := manifests(t)
+	d := find(objs, "Deployment", "coord-exporter")
+	if d == nil {
+		t.Fatal("no Deployment coord-exporter in k8s/")
+	}
+	var spec struct {
+		Replicas int
+		Selector selector
+		Template podTemplate
+	}
+	decodeSpec(t, d, &spec)
+	if spec.Replicas != 1 {
+		t.Errorf("Deployment coord-exporter: %d replicas, want 1 (each would watch the prefix)", spec.Replicas)
+	}
+	if !selects(spec.Selector.MatchLabels, spec.Template.Metadata.Labels) {
+		t.Errorf("Deployment coord-exporter: selector %v does not select its pods %v", spec.Selector.MatchLabels, spec.Template.Metadata.Labels)
+	}
+	if len(spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("Deployment coord-exporter: %d containers, want 1", len(spec.Template.Spec.Containers))
+	}
+	c := spec.Template.Spec.Containers[0]
+	args := append(append([]string{}, c.Command...), c.Args...)
+	if len(args) < 2 || args[0] != "coord" || args[1] != "exporter" {
+		t.Fatalf("Deployment coord-exporter runs %q, want coord exporter", args)
+	}
+	flags := map[string]string{}
+	for i := 2; i < len(args); i++ {
+		name, ok := strings.CutPrefix(args[i], "--")
+		if !ok {
+			t.Fatalf("coord exporter takes no arguments, got %q", args[i])
+		}
+		if name == "insecure-listen" {
+			flags[name] = "true"
+			continue
+		}
+		if i+1 >= len(args) {
+			t.Fatalf("--%s without a value", name)
+		}
+		flags[name] = args[i+1]
+		i++
+	}
+	host, port, err := net.SplitHostPort(flags["listen"])
+	if err != nil {
+		t.Fatalf("--listen %q: want host:port", flags["listen"])
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsLoopback() {
+		t.Errorf("--listen %q: want the pod's addresses (0.0.0.0): a loopback address is out of the Service's reach", flags["listen"])
+	} else if flags["insecure-listen"] == "" && (flags["cert-file"] == "" || flags["key-file"] == "") {
+		t.Errorf("--listen %q is not loopback: coord exporter refuses it without --insecure-listen or --cert-file and --key-file", flags["listen"])
+	}
+	if n, err := strconv.Atoi(flags["max-names"]); flags["max-names"] != "" && (err != nil || n < 1 || n > 10000) {
+		t.Errorf("--max-names %q: want 1 to 10000", flags["max-names"])
+	}
+	var portName string
+	for _, p := range c.Ports {
+		if strconv.Itoa(p.ContainerPort) == port {
+			portName = p.Name
+		}
+	}
+	if portName == "" {
+		t.Fatalf("container port %s (--listen) is not declared", port)
+	}
+	for what, p := range map[string]*probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || (fmt.Sprint(p.HTTPGet.Port) != portName && fmt.Sprint(p.HTTPGet.Port) != port) {
+			t.Errorf("%s probe: want httpGet /healthz on port %s", what, portName)
+		}
+	}
+	cm := find(objs, "ConfigMap", "coord-client")
+	if !slices.ContainsFunc(c.EnvFrom, func(e struct {
+		ConfigMapRef *struct{ Name string } `yaml:"configMapRef"`
+	}) bool {
+		return e.ConfigMapRef != nil && e.ConfigMapRef.Name == "coord-client"
+	}) || cm == nil {
+		t.Fatal("the exporter does not take envFrom ConfigMap coord-client")
+	}
+	for _, k := range []string{"COORD_ETCD_CACERT", "COORD_ETCD_CERT", "COORD_ETCD_KEY"} {
+		secretFile(t, objs, spec.Template, c, k, cm.Data[k])
+	}
+
+	svc := find(objs, "Service", "coord-exporter")
+	if svc == nil {
+		t.Fatal("no Service coord-exporter in k8s/")
+	}
+	var ss struct {
+		Selector map[string]string
+		Ports    []struct {
+			Port       int
+			TargetPort any `yaml:"targetPort"`
+		}
+	}
+	decodeSpec(t, svc, &ss)
+	if !selects(ss.Selector, spec.Template.Metadata.Labels) {
+		t.Errorf("Service coord-exporter: selector %v does not select the exporter's pods", ss.Selector)
+	}
+	if len(ss.Ports) != 1 || (fmt.Sprint(ss.Ports[0].TargetPort) != portName && fmt.Sprint(ss.Ports[0].TargetPort) != port) {
+		t.Errorf("Service coord-exporter: ports %+v, want one to the container's %s", ss.Ports, portName)
+	}
+	if svc.Metadata.Annotations["prometheus.io/scrape"] != "true" || svc.Metadata.Annotations["prometheus.io/port"] != strconv.Itoa(ss.Ports[0].Port) {
+		t.Errorf("Service coord-exporter: annotations %v, want prometheus.io/scrape true on its port", svc.Metadata.Annotations)
+	}
+}
+
+// TestPrometheusScrape: the scrape configuration parses, has a job for
+// the exporter's default address and one that keeps the k8s Service.
+func TestPrometheusScrape(t *testing.T) {
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			MetricsPath   string `yaml:"metrics_path"`
+			StaticConfigs []struct {
+				Targets []string
+			} `yaml:"static_configs"`
+			KubernetesSDConfigs []struct {
+				Role       string
+				Namespaces struct{ Names []string }
+			} `yaml:"kubernetes_sd_configs"`
+			RelabelConfigs []struct {
+				SourceLabels []string `yaml:"source_labels"`
+				Regex        string
+				Action       string
+			} `yaml:"relabel_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	if err := yamlDocs(t, filepath.Join("prometheus", "prometheus.yml"))[0].Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	static, k8s := false, false
+	for _, sc := range cfg.ScrapeConfigs {
+		for _, s := range sc.StaticConfigs {
+			static = static || slices.Contains(s.Targets, "127.0.0.1:9479")
+		}
+		for _, sd := range sc.KubernetesSDConfigs {
+			keeps := slices.ContainsFunc(sc.RelabelConfigs, func(r struct {
+				SourceLabels []string `yaml:"source_labels"`
+				Regex        string
+				Action       string
+			}) bool {
+				return r.Action == "keep" && r.Regex == "coord-exporter"
+			})
+			k8s = k8s || (sd.Role == "endpoints" && slices.Contains(sd.Namespaces.Names, kustomization(t).Namespace) && keeps)
+		}
+	}
+	if !static {
+		t.Error("no job scrapes the exporter's default address 127.0.0.1:9479")
+	}
+	if !k8s {
+		t.Error("no kubernetes_sd job keeps the coord-exporter Service in the manifests' namespace")
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 )
 
 // Inspector reads the state of coord's locks without a session: it takes
@@ -20,6 +22,9 @@ type Inspector struct {
 	cli    *clientv3.Client
 	prefix string
 	user   string
+	// requests counts the RPCs (unary calls and streams) sent on cli; nil
+	// for the Inspector a Locker reads through.
+	requests *atomic.Int64
 }
 
 // NewInspector connects to etcd and reads once, so that it fails like New
@@ -30,14 +35,23 @@ func NewInspector(ctx context.Context, cfg Config) (*Inspector, error) {
 		return nil, err
 	}
 	eps := strings.Join(cfg.Endpoints, ",")
-	cli, err := cfg.client(ctx)
+	requests := new(atomic.Int64)
+	cli, err := cfg.client(ctx,
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			requests.Add(1)
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			requests.Add(1)
+			return streamer(ctx, desc, cc, method, opts...)
+		}))
 	if r := refused(err, user(cfg), cfg.Prefix); r != nil {
 		return nil, fmt.Errorf("%w: %s", r, eps)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, eps, err)
 	}
-	in := &Inspector{cli: cli, prefix: cfg.Prefix, user: user(cfg)}
+	in := &Inspector{cli: cli, prefix: cfg.Prefix, user: user(cfg), requests: requests}
 	gctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	rw := watchRefused(ctx, cfg, cancel)
 	_, err = cli.Get(gctx, cfg.Prefix+"/", clientv3.WithCountOnly())
@@ -66,6 +80,16 @@ func NewInspector(ctx context.Context, cfg Config) (*Inspector, error) {
 	return nil, fmt.Errorf("%w: %s: %v%s", ErrUnavailable, eps, err, why)
 }
 
+// Requests returns how many requests (unary RPCs and streams, such as a
+// watch) the Inspector has sent to etcd since NewInspector, its own
+// connection checks included.
+func (in *Inspector) Requests() int64 {
+	if in.requests == nil {
+		return 0
+	}
+	return in.requests.Load()
+}
+
 // Close closes the connection.
 func (in *Inspector) Close() error { return in.cli.Close() }
 
@@ -92,8 +116,9 @@ type Info struct {
 // Entry is one key under a lock's prefix. A key a Locker wrote has the
 // holder record it was given as its value, waiting or not.
 type Entry struct {
-	Key   string
-	Value []byte
+	Key      string
+	Value    []byte
+	Revision int64 // the key's create revision: with Key, one hold or wait
 }
 
 // Inspect reports on the lock called name.
@@ -112,7 +137,7 @@ func info(name, pfx string, kvs []*mvccpb.KeyValue) Info {
 		if in.Stray == "" && !holderKey(pfx, kv) {
 			in.Stray, in.StrayLease = string(kv.Key), kv.Lease
 		}
-		e := Entry{Key: string(kv.Key), Value: kv.Value}
+		e := Entry{Key: string(kv.Key), Value: kv.Value, Revision: kv.CreateRevision}
 		switch {
 		case i == 0:
 			in.Held, in.Shared, in.Token, in.Record = true, isShared(kv.Key), kv.CreateRevision, kv.Value

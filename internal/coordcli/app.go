@@ -109,7 +109,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *c
 }
 
 func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
-	cmds := []*cli.Command{lockCommand(), holdCommand(), runCommand(), releaseCommand(), downloadCommand(), statusCommand(), gcCommand(), doctorCommand(), server, versionCommand()}
+	cmds := []*cli.Command{lockCommand(), holdCommand(), runCommand(), releaseCommand(), downloadCommand(), statusCommand(), gcCommand(), doctorCommand(), exporterCommand(), server, versionCommand()}
 	flags := append(globalFlags(), versionFlag())
 	for i, cmd := range cmds {
 		cmds[i] = command(cmd, flags)

@@ -3,6 +3,7 @@ package coordcli
 import (
 	"bytes"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,7 +70,8 @@ func TestKnownEnvFromFlags(t *testing.T) {
 			t.Errorf("%s (--%s) not known", s.env, s.name)
 		}
 	}
-	if len(known) != len(globalSettings())+1 { // and COORD_CONFIG
-		t.Errorf("known = %v; want the %d settings' and COORD_CONFIG", known, len(globalSettings()))
+	// And COORD_CONFIG, and the exporter's --listen and --max-names.
+	if len(known) != len(globalSettings())+3 || !slices.Contains(known, envListen) || !slices.Contains(known, envMaxNames) {
+		t.Errorf("known = %v; want the %d settings', COORD_CONFIG, %s and %s", known, len(globalSettings()), envListen, envMaxNames)
 	}
 }
