@@ -235,13 +235,17 @@ func TestHerdLibrary(t *testing.T) {
 // trip, above the 2 s that once bounded the queueing write and the 1 s a
 // try of the lease grant): one with time to spare gets the lock once the
 // holder leaves, one whose --timeout runs out first exits 75. Neither
-// exits 69: etcd is reachable. Before: both exited 69 within ~5 s.
+// exits 69: etcd is reachable. Before: both exited 69 within ~5 s. TTL
+// 20 s: the proxy holds each read 900 ms, so round trips grow while bytes
+// queue; with the whole suite and two busy loops beside it, 10 s (a
+// renewal confirmed within 7.5 s) once lost the patient waiter's lock
+// right after the grant.
 func TestWaiterOnSlowEtcd(t *testing.T) {
 	etcdBackends(t, func(t *testing.T, be *backend) {
 		w := newWorld(t, be)
 		proxy := startProxy(t, be)
 		proxy.Delay(900 * time.Millisecond)
-		ttl := "COORD_ETCD_TTL=10s"
+		ttl := "COORD_ETCD_TTL=20s"
 		holder := start(t, w.root, w.env(ttl), coordBin, "lock", "slow", "--",
 			"sh", "-c", `echo $$ > held; while [ ! -e go ]; do sleep 0.05; done`)
 		waitFor(t, w.path("held"), 30*time.Second)
