@@ -72,18 +72,20 @@ const (
 )
 
 // Main runs the program with os.Args and exits with its status; SIGINT,
-// SIGTERM and SIGHUP cancel the command's context. server is the `server`
-// command; nil runs the coord-server binary for it (see execServer).
-func Main(server *cli.Command) {
+// SIGTERM and SIGHUP cancel the command's context. heavy are the commands
+// that plain coord leaves to coord-server (`server`, `exporter`), for
+// coord-server to pass in; each one not passed runs the coord-server
+// binary instead (see execServer).
+func Main(heavy ...*cli.Command) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	code := Run(ctx, os.Args, os.Stdout, os.Stderr, server)
+	code := Run(ctx, os.Args, os.Stdout, os.Stderr, heavy...)
 	stop()
 	os.Exit(code)
 }
 
 // Run is the whole program: it parses args, runs one command and returns
 // the exit status. It writes only to stdout and stderr.
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *cli.Command) int {
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, heavy ...*cli.Command) int {
 	if len(args) > 1 && args[1] == guardCommand {
 		return guard.Main(args[2:], stderr)
 	}
@@ -91,10 +93,17 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *c
 	if len(args) > 2 && args[1] == keeperCommand {
 		keeper, args = args[2], append([]string{args[0]}, args[3:]...)
 	}
-	if server == nil {
-		server = execServer(args)
+	server, exporter := plainHeavy(args)
+	for _, cmd := range heavy {
+		switch {
+		case cmd == nil:
+		case cmd.Name == server.Name:
+			server = cmd
+		case cmd.Name == exporter.Name:
+			exporter = cmd
+		}
 	}
-	app := newApp(stdout, stderr, server)
+	app := newApp(stdout, stderr, server, exporter)
 	app.Metadata = map[string]any{metaArgs: args}
 	if keeper != "" {
 		app.Metadata[metaKeeper] = keeper
@@ -108,8 +117,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, server *c
 	return code
 }
 
-func newApp(stdout, stderr io.Writer, server *cli.Command) *cli.App {
-	cmds := []*cli.Command{lockCommand(), holdCommand(), runCommand(), releaseCommand(), downloadCommand(), statusCommand(), gcCommand(), doctorCommand(), exporterCommand(), server, versionCommand()}
+func newApp(stdout, stderr io.Writer, server, exporter *cli.Command) *cli.App {
+	cmds := []*cli.Command{lockCommand(), holdCommand(), runCommand(), releaseCommand(), downloadCommand(), statusCommand(), gcCommand(), doctorCommand(), exporter, server, versionCommand()}
 	flags := append(globalFlags(), versionFlag())
 	for i, cmd := range cmds {
 		cmds[i] = command(cmd, flags)

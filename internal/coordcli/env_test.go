@@ -15,10 +15,11 @@ import (
 // away; the ones coord reads (from every command's flags), sets for its
 // command or reserves for its tests and scripts get none.
 func TestWarnUnknownEnv(t *testing.T) {
-	plain := newApp(io.Discard, io.Discard, execServer(nil))
+	plainServer, exporter := plainHeavy(nil)
+	plain := newApp(io.Discard, io.Discard, plainServer, exporter)
 	server := newApp(io.Discard, io.Discard, &cli.Command{Name: "server", Flags: []cli.Flag{
 		&cli.StringFlag{Name: "data-dir", EnvVars: []string{"COORD_SERVER_DATA_DIR"}},
-	}})
+	}}, exporter)
 	for _, tt := range []struct {
 		name string
 		app  *cli.App
@@ -64,7 +65,8 @@ func TestWarnUnknownEnv(t *testing.T) {
 // TestKnownEnvFromFlags: every env var of a global flag is known, so the
 // list cannot drift from the flags.
 func TestKnownEnvFromFlags(t *testing.T) {
-	known := knownEnv(newApp(io.Discard, io.Discard, execServer(nil)))
+	server, exporter := plainHeavy(nil)
+	known := knownEnv(newApp(io.Discard, io.Discard, server, exporter))
 	for _, s := range globalSettings() {
 		if !strings.Contains(strings.Join(known, " "), s.env) {
 			t.Errorf("%s (--%s) not known", s.env, s.name)

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/toolchainkit/coord/coord"
-	"github.com/toolchainkit/coord/internal/exporter"
 )
 
 // The exporter command's flags and their environment variables.
@@ -31,7 +30,23 @@ const (
 	defaultExporterAddr = "127.0.0.1:9479"
 )
 
-func exporterCommand() *cli.Command {
+// Exporter is what `coord exporter` serves: package internal/exporter,
+// which coord-server links in and passes to ExporterCommand; plain coord
+// runs coord-server for it (see execServer), so that Prometheus' client is
+// not initialised in every coord process.
+type Exporter interface {
+	Handler() http.Handler
+	Run(ctx context.Context) error
+}
+
+// NewExporter makes the exporter of the locks m sees, with series of their
+// own for at most maxNames names, reading (file) or checking (etcd) every
+// interval.
+type NewExporter func(m *coord.Manager, maxNames int, interval time.Duration, log *zap.Logger) Exporter
+
+// ExporterCommand is `coord exporter`, serving what newExporter makes;
+// defaultMaxNames is --max-names' default.
+func ExporterCommand(newExporter NewExporter, defaultMaxNames int) *cli.Command {
 	return &cli.Command{
 		Name:      "exporter",
 		Usage:     "serve Prometheus metrics and a live status page of the locks",
@@ -41,15 +56,21 @@ func exporterCommand() *cli.Command {
 			"lock and writes nothing. Prints a line containing \"ready\" on stdout once it serves. Without TLS\n" +
 			"(--cert-file, --key-file) --listen must be a loopback address unless --insecure-listen is given: the page\n" +
 			"shows every lock name, holder and command line to whoever reaches the port.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: flagListen, EnvVars: []string{envListen}, Value: defaultExporterAddr, Usage: "host:port to serve on (an IP address or localhost; port 0 picks one)"},
-			&cli.BoolFlag{Name: flagInsecureListen, Usage: "allow plain HTTP on a non-loopback address"},
-			&cli.StringFlag{Name: flagTLSCert, Usage: "TLS certificate to serve https with"},
-			&cli.StringFlag{Name: flagTLSKey, Usage: "TLS key to serve https with"},
-			&cli.StringFlag{Name: flagMaxNames, EnvVars: []string{envMaxNames}, Value: strconv.Itoa(exporter.DefaultMaxNames), Usage: "lock names with series of their own; the rest are summed in name=\"other\""},
-			&cli.StringFlag{Name: flagInterval, Value: coord.DefaultWatchInterval.String(), Usage: "how often to read the lock directory (file) or check that etcd answers"},
-		},
-		Action: runExporter,
+		Flags:  exporterFlags(defaultMaxNames),
+		Action: func(c *cli.Context) error { return runExporter(c, newExporter) },
+	}
+}
+
+// exporterFlags are the exporter's flags; --max-names defaults to
+// defaultMaxNames.
+func exporterFlags(defaultMaxNames int) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: flagListen, EnvVars: []string{envListen}, Value: defaultExporterAddr, Usage: "host:port to serve on (an IP address or localhost; port 0 picks one)"},
+		&cli.BoolFlag{Name: flagInsecureListen, Usage: "allow plain HTTP on a non-loopback address"},
+		&cli.StringFlag{Name: flagTLSCert, Usage: "TLS certificate to serve https with"},
+		&cli.StringFlag{Name: flagTLSKey, Usage: "TLS key to serve https with"},
+		&cli.StringFlag{Name: flagMaxNames, EnvVars: []string{envMaxNames}, Value: strconv.Itoa(defaultMaxNames), Usage: "lock names with series of their own; the rest are summed in name=\"other\""},
+		&cli.StringFlag{Name: flagInterval, Value: coord.DefaultWatchInterval.String(), Usage: "how often to read the lock directory (file) or check that etcd answers"},
 	}
 }
 
@@ -62,7 +83,7 @@ const (
 	readHeaderTime = 10 * time.Second
 )
 
-func runExporter(c *cli.Context) error {
+func runExporter(c *cli.Context, newExporter NewExporter) error {
 	if c.NArg() > 0 {
 		return usagef("exporter takes no arguments")
 	}
@@ -100,7 +121,7 @@ func runExporter(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: --%s %s: %v", coord.ErrInvalidArgument, flagListen, addr, err)
 	}
-	e := exporter.New(m, exporter.WithMaxNames(maxNames), exporter.WithInterval(interval), exporter.WithLogger(log))
+	e := newExporter(m, maxNames, interval, log)
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	srv := &http.Server{
