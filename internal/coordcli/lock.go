@@ -71,24 +71,39 @@ func runLock(c *cli.Context) error {
 		return err
 	}
 
+	var mode []coord.LockOption
+	if c.Bool(flagShared) {
+		mode = append(mode, coord.Shared())
+	}
+	// On the file backend a try is one flock call: a lock free at once is
+	// taken before the guard starts, which then does not compete with
+	// coord for the CPU (on etcd, connecting gives the guard that time).
+	var l *coord.Lock
+	if m.Backend() == coord.BackendFile && timeout > 0 {
+		l, err = m.Lock(c.Context, name, append(mode, coord.WithTimeout(0))...)
+		if err != nil && !errors.Is(err, coord.ErrTimeout) {
+			return err
+		}
+	}
 	ch, err := newChild(c, m, path, argv, name, onLost)
 	if err != nil {
+		if l != nil {
+			l.Unlock()
+		}
 		return err
 	}
 	defer ch.close()
 
-	opts := []coord.LockOption{coord.WithTimeout(timeout)}
-	if c.Bool(flagShared) {
-		opts = append(opts, coord.Shared())
-	}
-	stop := waitNotice(c.Context, m, name, fmt.Sprintf("lock %q", name), timeout, c.App.ErrWriter)
-	l, err := m.Lock(c.Context, name, opts...)
-	stop()
-	if errors.Is(err, coord.ErrTimeout) {
-		return &exitCodeError{conflict, err}
-	}
-	if err != nil {
-		return err
+	if l == nil {
+		stop := waitNotice(c.Context, m, name, fmt.Sprintf("lock %q", name), timeout, c.App.ErrWriter)
+		l, err = m.Lock(c.Context, name, append(mode, coord.WithTimeout(timeout))...)
+		stop()
+		if errors.Is(err, coord.ErrTimeout) {
+			return &exitCodeError{conflict, err}
+		}
+		if err != nil {
+			return err
+		}
 	}
 	defer l.Unlock()
 	lost, err := ch.run(c.Context, l)
