@@ -50,7 +50,7 @@ func execServer(args []string, name, usage string) *cli.Command {
 		SkipFlagParsing: true,
 		Action: func(*cli.Context) error {
 			if os.Getenv(envServerExec) != "" {
-				return fmt.Errorf("%w: %s is a plain coord, without `%s`", coord.ErrBackendUnavailable, os.Getenv(envServerExec), name)
+				return fmt.Errorf("%w: %s is a plain coord, without the %s", coord.ErrBackendUnavailable, os.Getenv(envServerExec), name)
 			}
 			path, err := findServer(name)
 			if err != nil {
